@@ -1,1 +1,26 @@
-//! placeholder
+//! The normalizer: vendor pushes in, canonical call events out.
+//!
+//! - [`map_push`] maps one raw push ([`RawPush`]) from a configured source ([`SourceContext`])
+//!   to its dedupe key and zero or more [`callhook_schemas::CloudEvent`]s, or a typed
+//!   [`MapError`] with a bounded reason code. Mapping is pure and never panics.
+//! - `vendors/` holds one mapper per dialect: `sevenmoor` (v7 JSON and legacy v2 query
+//!   strings, told apart by shape), `coocenter`, `uincall`.
+//! - Shared pieces: [`payload`] (query + body into one field map: JSON, JSON5, JS literals,
+//!   forms), [`fields`] (consuming typed access; leftovers become `vendor_fields`), [`time`]
+//!   (every vendor time format), [`phone`] (raw + E.164), [`build`] (ids, envelopes, dedupe keys).
+
+pub mod build;
+pub mod error;
+pub mod fields;
+pub mod lenient;
+pub mod mapping;
+pub mod payload;
+pub mod phone;
+pub mod push;
+pub mod time;
+pub mod vendors;
+
+pub use build::{Draft, Mapped};
+pub use error::MapError;
+pub use mapping::map_push;
+pub use push::{china_offset, Dialect, RawPush, SourceContext};

@@ -1,0 +1,208 @@
+//! From a mapper's drafts to finished CloudEvents, and the dedupe-key helpers.
+//!
+//! Event ids are deterministic: `id = hex(sha256(source name, dedupe key, ordinal))[..32]`,
+//! where the ordinal is the event's position among the events of its push. A vendor retry
+//! yields the same dedupe key and therefore the same ids, so every sink can be idempotent.
+
+use callhook_schemas::{CallEventData, CloudEvent, EventType, TimeSource, DATA_SCHEMA_URI};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::push::{RawPush, SourceContext};
+
+/// What a vendor mapper produced for one push: its dedupe key and its events' drafts.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The push's dedupe key (see `normalizer/README.md` for each dialect's derivation).
+    pub dedupe_key: String,
+    /// The canonical events, in the order they happened.
+    pub events: Vec<CloudEvent>,
+}
+
+/// One event before its envelope is filled in.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The canonical type.
+    pub event_type: EventType,
+    /// The vendor time of the occurrence, if the push carries one.
+    pub time: Option<DateTime<Utc>>,
+    /// The event's data.
+    pub data: CallEventData,
+}
+
+impl Draft {
+    /// Returns a draft of the given type.
+    pub fn new(event_type: EventType, time: Option<DateTime<Utc>>, data: CallEventData) -> Self {
+        Draft {
+            event_type,
+            time,
+            data,
+        }
+    }
+}
+
+/// Finishes drafts into CloudEvents: ids, source, subject, time and the configured account.
+pub fn finish(
+    drafts: Vec<Draft>,
+    push: &RawPush<'_>,
+    ctx: &SourceContext,
+    dedupe_key: String,
+) -> Mapped {
+    let events = drafts
+        .into_iter()
+        .enumerate()
+        .map(|(ordinal, draft)| finish_one(draft, ordinal, push, ctx, &dedupe_key))
+        .collect();
+    Mapped { dedupe_key, events }
+}
+
+fn finish_one(
+    draft: Draft,
+    ordinal: usize,
+    push: &RawPush<'_>,
+    ctx: &SourceContext,
+    dedupe_key: &str,
+) -> CloudEvent {
+    let mut data = draft.data;
+    if data.account.is_none() {
+        data.account = ctx.account.clone();
+    }
+    let account = data.account.clone().unwrap_or_else(|| ctx.name.clone());
+    let subject = subject_for(draft.event_type, &data, dedupe_key);
+    let (time, timesource) = match draft.time {
+        Some(time) => (time, TimeSource::Vendor),
+        None => (push.received_at, TimeSource::Received),
+    };
+    CloudEvent {
+        id: event_id(&ctx.name, dedupe_key, ordinal),
+        specversion: "1.0".to_owned(),
+        source: format!("{}/{}", data.vendor, account),
+        subject,
+        event_type: draft.event_type,
+        time,
+        timesource,
+        datacontenttype: "application/json".to_owned(),
+        dataschema: DATA_SCHEMA_URI.to_owned(),
+        data,
+    }
+}
+
+/// Call events are keyed by call id, agent events by `agent/<number>`; with neither, the push.
+fn subject_for(event_type: EventType, data: &CallEventData, dedupe_key: &str) -> String {
+    let agent = data.agent.as_ref().and_then(|a| a.number.as_deref());
+    let call = data.call_id.as_deref();
+    let preferred = if event_type.is_agent_event() {
+        agent
+            .map(|a| format!("agent/{a}"))
+            .or(call.map(str::to_owned))
+    } else {
+        call.map(str::to_owned)
+            .or(agent.map(|a| format!("agent/{a}")))
+    };
+    preferred.unwrap_or_else(|| format!("push/{}", short_hash(dedupe_key.as_bytes())))
+}
+
+/// Returns the deterministic id of the `ordinal`-th event of a push.
+pub fn event_id(source_name: &str, dedupe_key: &str, ordinal: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(source_name.as_bytes());
+    hasher.update([0]);
+    hasher.update(dedupe_key.as_bytes());
+    hasher.update([0]);
+    hasher.update(ordinal.to_string().as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Returns a 16-hex-digit hash of the payload with object keys sorted (so key order and
+/// white space, which a retry may not reproduce, do not change it).
+pub fn payload_hash(fields: &Map<String, Value>) -> String {
+    let mut canonical = Vec::new();
+    write_canonical(&Value::Object(fields.clone()), &mut canonical);
+    short_hash(&canonical)
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for key in keys {
+                out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+                out.push(b':');
+                write_canonical(&map[key], out);
+                out.push(b',');
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for item in items {
+                write_canonical(item, out);
+                out.push(b',');
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// The window within which an identical push that carries no id and no time is a retry.
+pub const RETRY_BUCKET_SECONDS: i64 = 300;
+
+/// Returns the receive-time bucket used in keys of pushes with no id and no vendor time:
+/// identical bodies within one bucket are retries; in different buckets, new events.
+pub fn receive_bucket(received_at: DateTime<Utc>) -> i64 {
+    received_at
+        .duration_trunc(TimeDelta::seconds(RETRY_BUCKET_SECONDS))
+        .map(|t| t.timestamp())
+        .unwrap_or_else(|_| received_at.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn test_event_id_is_stable_and_distinct() {
+        let a = event_id("7moor", "k", 0);
+        assert_eq!(a, event_id("7moor", "k", 0));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, event_id("7moor", "k", 1));
+        assert_ne!(a, event_id("7moor-b", "k", 0));
+        assert_ne!(a, event_id("7moor", "k2", 0));
+    }
+
+    #[test]
+    fn test_payload_hash_ignores_key_order_only() {
+        let Value::Object(a) = json!({"x": 1, "y": {"b": 2, "a": [1, "2"]}}) else {
+            unreachable!()
+        };
+        let Value::Object(b) = json!({"y": {"a": [1, "2"], "b": 2}, "x": 1}) else {
+            unreachable!()
+        };
+        let Value::Object(c) = json!({"y": {"a": [1, 2], "b": 2}, "x": 1}) else {
+            unreachable!()
+        };
+        assert_eq!(payload_hash(&a), payload_hash(&b));
+        assert_ne!(payload_hash(&a), payload_hash(&c));
+    }
+
+    #[test]
+    fn test_receive_bucket_groups_close_retries() {
+        let t = DateTime::parse_from_rfc3339("2024-01-01T00:01:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(receive_bucket(t), receive_bucket(t + TimeDelta::seconds(2)));
+        assert_ne!(
+            receive_bucket(t),
+            receive_bucket(t + TimeDelta::seconds(600))
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! [`Fields`]: typed, consuming access to a push's vendor fields.
+//!
+//! A mapper *takes* each field it maps; what is left over becomes `data.vendor_fields`, so a
+//! field is either mapped or carried through, never dropped. A value that cannot be used as the
+//! mapped type (a time that is not a time) is left in place and so reaches `vendor_fields`
+//! as sent. `""`, white space and `null` mean absent and are consumed.
+
+use callhook_schemas::PhoneNumber;
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::{Map, Value};
+
+use crate::phone::parse_phone;
+use crate::time::parse_time_value;
+
+/// The vendor fields of one push, consumed as they are mapped.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    map: Map<String, Value>,
+    zone: FixedOffset,
+}
+
+impl Fields {
+    /// Wraps a payload's fields; `zone` reads zone-less local times.
+    pub fn new(map: Map<String, Value>, zone: FixedOffset) -> Self {
+        Fields { map, zone }
+    }
+
+    /// Returns true if the field is present, even if empty.
+    pub fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Returns a field's raw value without consuming it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    /// Returns a scalar field as trimmed text without consuming it (`""` is `None`).
+    pub fn peek_str(&self, key: &str) -> Option<String> {
+        self.map.get(key).and_then(scalar_text)
+    }
+
+    /// Takes a scalar field as trimmed text; numbers and booleans are rendered as text.
+    /// Objects and arrays are left in place (they are not text).
+    pub fn take_str(&mut self, key: &str) -> Option<String> {
+        let value = self.map.get(key)?;
+        if value.is_object() || value.is_array() {
+            return None;
+        }
+        let text = scalar_text(value);
+        self.map.remove(key);
+        text
+    }
+
+    /// Takes the first present, non-empty field of several aliases (`Agent`, then `Exten`).
+    /// The others that hold the same text are consumed too.
+    pub fn take_first_str(&mut self, keys: &[&str]) -> Option<String> {
+        let found = keys.iter().find_map(|key| self.peek_str(key))?;
+        for key in keys {
+            if self.peek_str(key).as_deref() == Some(found.as_str()) || self.is_blank(key) {
+                self.map.remove(*key);
+            }
+        }
+        Some(found)
+    }
+
+    /// Takes a time field; left in place when present but not a time.
+    pub fn take_time(&mut self, key: &str) -> Option<DateTime<Utc>> {
+        let value = self.map.get(key)?;
+        match parse_time_value(value, self.zone) {
+            Some(time) => {
+                self.map.remove(key);
+                Some(time)
+            }
+            None => {
+                self.remove_if_blank(key);
+                None
+            }
+        }
+    }
+
+    /// Takes a whole-seconds duration (`"5"`, `5`, `"5.0"`); left in place when not one.
+    pub fn take_seconds(&mut self, key: &str) -> Option<u64> {
+        let value = self.map.get(key)?;
+        let parsed = match value {
+            Value::Number(number) => number.as_u64().or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| *f >= 0.0)
+                    .map(|f| f.round() as u64)
+            }),
+            Value::String(text) => parse_seconds_text(text.trim()),
+            _ => None,
+        };
+        match parsed {
+            Some(seconds) => {
+                self.map.remove(key);
+                Some(seconds)
+            }
+            None => {
+                self.remove_if_blank(key);
+                None
+            }
+        }
+    }
+
+    /// Takes a phone-number field, keeping the raw text and adding a normalized form.
+    pub fn take_phone(&mut self, key: &str) -> Option<PhoneNumber> {
+        self.take_str(key).and_then(|raw| parse_phone(&raw))
+    }
+
+    /// Takes a field's raw value whatever its type; blank strings and `null` are `None`.
+    pub fn take_value(&mut self, key: &str) -> Option<Value> {
+        let value = self.map.remove(key)?;
+        match &value {
+            Value::Null => None,
+            Value::String(text) if text.trim().is_empty() => None,
+            Value::Array(items) if items.iter().all(is_blank_value) => None,
+            Value::Object(map) if map.is_empty() => None,
+            _ => Some(value),
+        }
+    }
+
+    /// Moves a correlation field (as sent, unless blank) into `correlation` under its own name.
+    pub fn take_correlation(&mut self, key: &str, correlation: &mut Map<String, Value>) {
+        if let Some(value) = self.take_value(key) {
+            correlation.insert(key.to_owned(), value);
+        }
+    }
+
+    /// Consumes a field without mapping it (it is represented elsewhere, e.g. the discriminator).
+    pub fn discard(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
+    /// Returns every field not taken, as sent: the event's `vendor_fields`.
+    pub fn into_vendor_fields(self) -> Map<String, Value> {
+        self.map
+    }
+
+    /// Returns the remaining fields without consuming them.
+    pub fn remaining(&self) -> &Map<String, Value> {
+        &self.map
+    }
+
+    fn is_blank(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(is_blank_value)
+    }
+
+    fn remove_if_blank(&mut self, key: &str) {
+        if self.is_blank(key) {
+            self.map.remove(key);
+        }
+    }
+}
+
+fn is_blank_value(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.trim().is_empty(),
+        _ => false,
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => {
+            let trimmed = text.trim();
+            (!trimmed.is_empty()).then(|| trimmed.to_owned())
+        }
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_seconds_text(text: &str) -> Option<u64> {
+    if let Ok(whole) = text.parse::<u64>() {
+        return Some(whole);
+    }
+    let float = text.parse::<f64>().ok()?;
+    (0.0..1e12).contains(&float).then(|| float.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(value: Value) -> Fields {
+        let Value::Object(map) = value else {
+            panic!("not an object")
+        };
+        Fields::new(map, crate::push::china_offset())
+    }
+
+    #[test]
+    fn test_taken_fields_leave_vendor_fields() {
+        let mut f = fields(json!({"a": "x", "b": 5, "c": "", "d": {"k": 1}, "e": "later"}));
+        assert_eq!(f.take_str("a").as_deref(), Some("x"));
+        assert_eq!(f.take_str("b").as_deref(), Some("5"));
+        assert_eq!(f.take_str("c"), None);
+        assert_eq!(f.take_str("d"), None);
+        assert_eq!(
+            Value::Object(f.into_vendor_fields()),
+            json!({"d": {"k": 1}, "e": "later"})
+        );
+    }
+
+    #[test]
+    fn test_unparseable_values_stay_as_sent() {
+        let mut f = fields(json!({"t": "soon", "s": "n/a", "t2": "", "s2": " "}));
+        assert_eq!(f.take_time("t"), None);
+        assert_eq!(f.take_seconds("s"), None);
+        assert_eq!(f.take_time("t2"), None);
+        assert_eq!(f.take_seconds("s2"), None);
+        assert_eq!(
+            Value::Object(f.into_vendor_fields()),
+            json!({"t": "soon", "s": "n/a"})
+        );
+    }
+
+    #[test]
+    fn test_seconds_accept_strings_and_numbers() {
+        let mut f = fields(json!({"a": "5", "b": 7, "c": "3.6", "d": 2.2}));
+        assert_eq!(f.take_seconds("a"), Some(5));
+        assert_eq!(f.take_seconds("b"), Some(7));
+        assert_eq!(f.take_seconds("c"), Some(4));
+        assert_eq!(f.take_seconds("d"), Some(2));
+    }
+
+    #[test]
+    fn test_aliases_and_correlation() {
+        let mut f = fields(json!({"Agent": "", "Exten": "8000", "extras": "", "ActionID": "a1"}));
+        assert_eq!(
+            f.take_first_str(&["Agent", "Exten"]).as_deref(),
+            Some("8000")
+        );
+        let mut correlation = Map::new();
+        f.take_correlation("extras", &mut correlation);
+        f.take_correlation("ActionID", &mut correlation);
+        assert_eq!(Value::Object(correlation), json!({"ActionID": "a1"}));
+        assert!(f.into_vendor_fields().is_empty());
+    }
+}

@@ -1,0 +1,300 @@
+//! Turns a raw push (query string and body) into one JSON object of vendor fields.
+//!
+//! Order of attempts for a body: strict JSON, then JSON5, then the forgiving JS-literal parser
+//! ([`crate::lenient`]), then form encoding. A form content type goes straight to form
+//! decoding. Query parameters and body fields are merged into one map, the way the vendors'
+//! own sample receivers do: a body field wins, and a query parameter whose name the body also
+//! uses is kept as `query.<name>` so nothing is lost. Query parameters named in the source's
+//! `redact_params` (auth tokens) are dropped here, before they could reach an event.
+
+use serde_json::{Map, Value};
+
+use crate::error::{MapError, Result};
+use crate::push::{RawPush, SourceContext};
+
+/// How the body was read (recorded for diagnostics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// No body (or only white space).
+    Empty,
+    /// Strict JSON.
+    Json,
+    /// JSON5.
+    Json5,
+    /// A JavaScript object literal only the forgiving parser accepts.
+    JsLiteral,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// The merged fields of one push.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// Every field, query and body merged.
+    pub fields: Map<String, Value>,
+    /// How the body was read.
+    pub body_format: BodyFormat,
+    /// True when any field came from the query string.
+    pub from_query: bool,
+}
+
+/// Parses a push into its merged fields; fails only when nothing usable is there.
+pub fn parse_payload(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Payload> {
+    let (body_fields, body_format) = parse_body(push.body, push.content_type)?;
+    let mut fields = body_fields;
+    let mut from_query = false;
+    if let Some(query) = push.query.filter(|q| !q.is_empty()) {
+        for (name, value) in decode_form(query.as_bytes()) {
+            if ctx.redact_params.iter().any(|p| p == &name) {
+                continue;
+            }
+            from_query = true;
+            match fields.get(&name) {
+                None => {
+                    fields.insert(name, value);
+                }
+                Some(existing) if *existing == value => {}
+                Some(_) => {
+                    fields.insert(format!("query.{name}"), value);
+                }
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Err(match body_format {
+            BodyFormat::Empty => MapError::EmptyPush,
+            _ => MapError::UnrecognizedShape("the payload has no fields".to_owned()),
+        });
+    }
+    Ok(Payload {
+        fields,
+        body_format,
+        from_query,
+    })
+}
+
+fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<(Map<String, Value>, BodyFormat)> {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if trimmed.is_empty() {
+        return Ok((Map::new(), BodyFormat::Empty));
+    }
+    let is_form_type = content_type
+        .map(|ct| ct.to_ascii_lowercase().contains("x-www-form-urlencoded"))
+        .unwrap_or(false);
+    if is_form_type && !trimmed.starts_with('{') {
+        return Ok((form_map(trimmed.as_bytes()), BodyFormat::Form));
+    }
+    if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
+        return object_or_error(value, BodyFormat::Json);
+    }
+    if trimmed.starts_with('{') {
+        if let Ok(value) = json5::from_str::<Value>(trimmed) {
+            return object_or_error(value, BodyFormat::Json5);
+        }
+        return crate::lenient::parse_object_literal(trimmed)
+            .map(|map| (map, BodyFormat::JsLiteral))
+            .map_err(MapError::UnparseableBody);
+    }
+    if looks_like_form(trimmed) {
+        return Ok((form_map(trimmed.as_bytes()), BodyFormat::Form));
+    }
+    Err(MapError::UnparseableBody(
+        "not JSON, a JavaScript object literal or form encoding".to_owned(),
+    ))
+}
+
+fn object_or_error(value: Value, format: BodyFormat) -> Result<(Map<String, Value>, BodyFormat)> {
+    match value {
+        Value::Object(map) => Ok((map, format)),
+        other => Err(MapError::UnrecognizedShape(format!(
+            "the body is a JSON {}, not an object",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn looks_like_form(text: &str) -> bool {
+    let first = text.split('&').next().unwrap_or("");
+    match first.split_once('=') {
+        Some((name, _)) => {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '%' | '[' | ']'))
+        }
+        None => false,
+    }
+}
+
+fn form_map(bytes: &[u8]) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (name, value) in decode_form(bytes) {
+        match map.get_mut(&name) {
+            None => {
+                map.insert(name, value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+        }
+    }
+    map
+}
+
+/// Decodes `a=1&b=2` (`+` is a space), repairing UTF-8 text that was read as Latin-1.
+fn decode_form(bytes: &[u8]) -> Vec<(String, Value)> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes).unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name, Value::String(repair_latin1_mojibake(value))))
+        .collect()
+}
+
+/// Recovers UTF-8 text (Chinese names, provinces) that a gateway decoded as ISO-8859-1.
+pub fn repair_latin1_mojibake(text: String) -> String {
+    if text.is_ascii() || text.chars().any(|c| c as u32 > 0xff) {
+        return text;
+    }
+    let bytes: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    match String::from_utf8(bytes) {
+        Ok(repaired) => repaired,
+        Err(_) => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::{Dialect, SourceContext};
+    use serde_json::json;
+
+    fn push<'a>(
+        method: &'a str,
+        content_type: Option<&'a str>,
+        query: Option<&'a str>,
+        body: &'a [u8],
+    ) -> RawPush<'a> {
+        RawPush {
+            method,
+            content_type,
+            query,
+            headers: &[],
+            body,
+            received_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn ctx() -> SourceContext {
+        let mut ctx = SourceContext::new("7moor", Dialect::SevenMoor);
+        ctx.redact_params = vec!["token".to_owned()];
+        ctx
+    }
+
+    #[test]
+    fn test_query_only_push() {
+        let payload = parse_payload(
+            &push("GET", None, Some("CallNo=123&Agent=8000&AgentName=%E5%BC%A0%E4%B8%89&Begin=2021-02-05+20%3A39%3A09&token=s3cret"), b""),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(payload.fields),
+            json!({"CallNo": "123", "Agent": "8000", "AgentName": "张三", "Begin": "2021-02-05 20:39:09"})
+        );
+        assert!(payload.from_query);
+        assert_eq!(payload.body_format, BodyFormat::Empty);
+    }
+
+    #[test]
+    fn test_body_wins_and_conflicting_query_is_kept() {
+        let payload = parse_payload(
+            &push(
+                "POST",
+                Some("application/json"),
+                Some("a=1&b=2"),
+                br#"{"a":"9"}"#,
+            ),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(payload.fields),
+            json!({"a": "9", "query.a": "1", "b": "2"})
+        );
+    }
+
+    #[test]
+    fn test_body_formats_in_order() {
+        let cases: [(&[u8], Option<&str>, BodyFormat); 5] = [
+            (br#"{"event":"x"}"#, None, BodyFormat::Json),
+            (b"{event:'x',}", Some("text/plain"), BodyFormat::Json5),
+            (b"{event:\"x\"\nb:1}", None, BodyFormat::JsLiteral),
+            (
+                b"event=x&b=1",
+                Some("application/x-www-form-urlencoded"),
+                BodyFormat::Form,
+            ),
+            (b"event=x&b=1", None, BodyFormat::Form),
+        ];
+        for (body, content_type, expected) in cases {
+            let payload = parse_payload(&push("POST", content_type, None, body), &ctx()).unwrap();
+            assert_eq!(
+                payload.body_format,
+                expected,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(payload.fields["event"], json!("x"));
+        }
+    }
+
+    #[test]
+    fn test_errors_are_typed() {
+        let empty = parse_payload(&push("POST", None, None, b"  "), &ctx()).unwrap_err();
+        assert_eq!(empty.reason(), "empty_push");
+        let garbage =
+            parse_payload(&push("POST", None, None, b"\x00\xff garbage"), &ctx()).unwrap_err();
+        assert_eq!(garbage.reason(), "unparseable_body");
+        let array = parse_payload(&push("POST", None, None, b"[1,2]"), &ctx()).unwrap_err();
+        assert_eq!(array.reason(), "unrecognized_shape");
+        let broken = parse_payload(&push("POST", None, None, b"{\"a\":"), &ctx()).unwrap_err();
+        assert_eq!(broken.reason(), "unparseable_body");
+    }
+
+    #[test]
+    fn test_repeated_form_keys_become_an_array() {
+        let payload = parse_payload(
+            &push(
+                "POST",
+                Some("application/x-www-form-urlencoded"),
+                None,
+                b"k=1&k=2",
+            ),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(payload.fields["k"], json!(["1", "2"]));
+    }
+
+    #[test]
+    fn test_latin1_mojibake_is_repaired() {
+        let mojibake: String = "北京市".as_bytes().iter().map(|&b| b as char).collect();
+        assert_eq!(repair_latin1_mojibake(mojibake), "北京市");
+        assert_eq!(repair_latin1_mojibake("café".to_owned()), "café");
+    }
+}

@@ -1,0 +1,236 @@
+//! Vendor time formats, all into UTC.
+//!
+//! Accepted (after trimming, and after one more percent-decoding when the text still holds
+//! `%` escapes or `+` for a space, which double-encoded GET pushes carry):
+//! - `""` and whitespace: absent;
+//! - epoch seconds (10 digits), milliseconds (13 digits), with an optional fraction
+//!   (`"1534993059.785012"`), as a string or a JSON number;
+//! - `YYYY-MM-DD HH:mm:ss` in the source's zone, also with `T`, no separator at all
+//!   (`2018-11-0519:05:31`), a fraction of a second, or `/` as the date separator;
+//! - `yyyyMMddHHmmss` (14 digits) in the source's zone;
+//! - RFC 3339 with an explicit offset (kept as given).
+//!
+//! Anything else is not a time: the caller keeps the raw value in `vendor_fields`.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use serde_json::Value;
+
+/// Earliest epoch second accepted as a real event time (2000-01-01).
+const MIN_EPOCH_SECONDS: i64 = 946_684_800;
+/// Latest epoch second accepted (2100-01-01); beyond is garbage, not a time.
+const MAX_EPOCH_SECONDS: i64 = 4_102_444_800;
+
+/// Parses a vendor time value; returns `None` when it is absent or not a time.
+pub fn parse_time_value(value: &Value, zone: FixedOffset) -> Option<DateTime<Utc>> {
+    match value {
+        Value::String(text) => parse_time(text, zone),
+        Value::Number(number) => {
+            let seconds = number.as_f64()?;
+            epoch_to_utc(
+                seconds.trunc() as i64,
+                seconds.fract(),
+                number.as_i64().is_some(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Parses a vendor time string; returns `None` when it is absent or not a time.
+pub fn parse_time(text: &str, zone: FixedOffset) -> Option<DateTime<Utc>> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if trimmed.contains('%') || trimmed.contains('+') && !looks_like_offset(trimmed) {
+        let decoded = percent_decode_plus(trimmed);
+        if decoded != trimmed {
+            return parse_time(&decoded, zone);
+        }
+    }
+    if let Some(time) = parse_epoch(trimmed) {
+        return Some(time);
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
+        return Some(time.with_timezone(&Utc));
+    }
+    parse_local(trimmed).and_then(|naive| local_to_utc(naive, zone))
+}
+
+fn looks_like_offset(text: &str) -> bool {
+    // `2021-05-08T14:39:37+08:00`: a `+` after the time part is an offset, not a space.
+    text.len() > 19 && text.as_bytes().get(10) == Some(&b'T')
+}
+
+fn percent_decode_plus(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn parse_epoch(text: &str) -> Option<DateTime<Utc>> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if let Some(fraction) = fraction {
+        if fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let fraction_value = fraction
+        .map(|f| format!("0.{f}").parse::<f64>().unwrap_or(0.0))
+        .unwrap_or(0.0);
+    match whole.len() {
+        9 | 10 => epoch_to_utc(whole.parse().ok()?, fraction_value, fraction.is_none()),
+        13 => {
+            let millis: i64 = whole.parse().ok()?;
+            let seconds = millis.div_euclid(1000);
+            let extra = millis.rem_euclid(1000) as f64 / 1000.0;
+            epoch_to_utc(seconds, extra, fraction.is_none())
+        }
+        _ => None,
+    }
+}
+
+fn epoch_to_utc(seconds: i64, fraction: f64, _integral: bool) -> Option<DateTime<Utc>> {
+    // Millisecond-looking integers sent as JSON numbers land here as seconds: rescale them.
+    let (seconds, fraction) = if seconds > MAX_EPOCH_SECONDS * 100 {
+        (
+            seconds.div_euclid(1000),
+            seconds.rem_euclid(1000) as f64 / 1000.0,
+        )
+    } else {
+        (seconds, fraction)
+    };
+    if !(MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS).contains(&seconds) {
+        return None;
+    }
+    let nanos = (fraction * 1e9).round().clamp(0.0, 999_999_999.0) as u32;
+    Utc.timestamp_opt(seconds, nanos).single()
+}
+
+fn parse_local(text: &str) -> Option<NaiveDateTime> {
+    let bytes = text.as_bytes();
+    if bytes.len() == 14 && bytes.iter().all(u8::is_ascii_digit) {
+        return NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").ok();
+    }
+    if bytes.len() < 18 {
+        return None;
+    }
+    let date_part = text.get(..10)?.replace('/', "-");
+    let date = NaiveDate::parse_from_str(&date_part, "%Y-%m-%d").ok()?;
+    let rest = text.get(10..)?;
+    let rest = rest.strip_prefix([' ', 'T']).unwrap_or(rest).trim_start();
+    let time = NaiveTime::parse_from_str(rest, "%H:%M:%S%.f").ok()?;
+    Some(date.and_time(time))
+}
+
+fn local_to_utc(naive: NaiveDateTime, zone: FixedOffset) -> Option<DateTime<Utc>> {
+    let time = zone.from_local_datetime(&naive).single()?;
+    let seconds = time.timestamp();
+    if !(MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS).contains(&seconds) {
+        return None;
+    }
+    Some(time.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn zone() -> FixedOffset {
+        crate::push::china_offset()
+    }
+
+    fn utc(text: &str) -> Option<DateTime<Utc>> {
+        Some(
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc),
+        )
+    }
+
+    #[test]
+    fn test_epoch_forms() {
+        assert_eq!(
+            parse_time("1620455977", zone()),
+            utc("2021-05-08T06:39:37Z")
+        );
+        assert_eq!(
+            parse_time("1534993059.785012", zone()),
+            utc("2018-08-23T02:57:39.785012Z")
+        );
+        assert_eq!(
+            parse_time("1609226863021", zone()),
+            utc("2020-12-29T07:27:43.021Z")
+        );
+        assert_eq!(
+            parse_time_value(&serde_json::json!(1620455977), zone()),
+            utc("2021-05-08T06:39:37Z")
+        );
+        assert_eq!(
+            parse_time_value(&serde_json::json!(1609226863021_i64), zone()),
+            utc("2020-12-29T07:27:43.021Z")
+        );
+    }
+
+    #[test]
+    fn test_local_forms_use_the_source_zone() {
+        let expected = utc("2021-05-08T06:39:37Z");
+        assert_eq!(parse_time("2021-05-08 14:39:37", zone()), expected);
+        assert_eq!(parse_time("2021-05-0814:39:37", zone()), expected);
+        assert_eq!(parse_time("2021-05-08T14:39:37", zone()), expected);
+        assert_eq!(parse_time("2021/05/08 14:39:37", zone()), expected);
+        assert_eq!(parse_time("20210508143937", zone()), expected);
+        assert_eq!(parse_time("2021-05-08+14%3A39%3A37", zone()), expected);
+        assert_eq!(parse_time("2021-05-08%2014:39:37", zone()), expected);
+        let utc_zone = FixedOffset::east_opt(0).unwrap();
+        assert_eq!(parse_time("2021-05-08 06:39:37", utc_zone), expected);
+    }
+
+    #[test]
+    fn test_rfc3339_keeps_its_offset() {
+        assert_eq!(
+            parse_time("2021-05-08T14:39:37+08:00", zone()),
+            utc("2021-05-08T06:39:37Z")
+        );
+    }
+
+    #[test]
+    fn test_absent_and_garbage_are_none() {
+        for text in [
+            "",
+            "   ",
+            "0",
+            "abc",
+            "2021-13-40 99:00:00",
+            "12",
+            "-1",
+            "1.2.3",
+            "NaN",
+        ] {
+            assert_eq!(parse_time(text, zone()), None, "{text:?}");
+        }
+        assert_eq!(parse_time_value(&serde_json::json!(null), zone()), None);
+        assert_eq!(parse_time_value(&serde_json::json!(-5), zone()), None);
+    }
+
+    proptest! {
+        #[test]
+        fn test_never_panics(text in ".{0,40}") {
+            let _ = parse_time(&text, zone());
+        }
+
+        #[test]
+        fn test_epoch_seconds_round_trip(seconds in MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS) {
+            let parsed = parse_time(&seconds.to_string(), zone()).unwrap();
+            prop_assert_eq!(parsed.timestamp(), seconds);
+        }
+    }
+}
