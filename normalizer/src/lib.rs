@@ -10,6 +10,7 @@
 //!   (every vendor time format), [`phone`] (raw + E.164), [`build`] (ids, envelopes, dedupe keys).
 
 pub mod build;
+pub mod dedupe;
 pub mod error;
 pub mod fields;
 pub mod lenient;
