@@ -55,7 +55,11 @@ impl AppendError {
 pub trait LogAppender: Send + Sync + 'static {
     /// Appends one record and resolves once it is durable. `key` picks the partition (the call
     /// id when the receiver finds one cheaply, else the source name).
-    fn append(&self, key: String, record: RawRecord) -> BoxFuture<'static, Result<Position, AppendError>>;
+    fn append(
+        &self,
+        key: String,
+        record: RawRecord,
+    ) -> BoxFuture<'static, Result<Position, AppendError>>;
 
     /// Returns `Ok(())` while the log takes writes, else the reason it does not (for `/readyz`).
     fn check_writable(&self) -> Result<(), String>;

@@ -1,0 +1,290 @@
+//! Configuration of the embedded raw log: the serde struct read from `[log.embedded]` and its
+//! validation into typed settings.
+//!
+//! Validation does no I/O: it only checks ranges and fills in the default path, so a config file
+//! can be checked (`callhook check-config`) without touching the data directory.
+
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The file name used under the data directory when `path` is not set.
+pub const DEFAULT_FILE_NAME: &str = "rawlog.db";
+
+/// The largest partition count accepted (a sanity bound: every partition is a row and a
+/// wake-up target, and a typo like `40000` should be caught).
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The longest SQLite busy timeout accepted, in milliseconds.
+pub const MAX_BUSY_TIMEOUT_MS: u64 = 60_000;
+
+/// Why an [`EmbeddedLogConfig`] was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A field is out of its allowed range.
+    #[error("`log.embedded.{field}` {reason}")]
+    InvalidField {
+        /// The TOML field name.
+        field: &'static str,
+        /// What is wrong with it (lowercase, no trailing period).
+        reason: String,
+    },
+}
+
+/// The result type of config validation.
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Which SQLite consistency check runs when the log is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrityCheck {
+    /// `PRAGMA quick_check`: verifies page structure, not index contents (O(size), fast).
+    #[default]
+    Quick,
+    /// `PRAGMA integrity_check`: also verifies that every index matches its table (slower).
+    Full,
+    /// No SQLite check; the offset bookkeeping is still verified.
+    Off,
+}
+
+/// The `[log.embedded]` section of the binary's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedLogConfig {
+    /// Path of the SQLite file. When absent, `<data-dir>/rawlog.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Number of partitions; a record goes to `fnv1a64(key) % partitions`. Cannot change once
+    /// the file exists (it would move keys between partitions and break per-key order).
+    pub partitions: u32,
+    /// Appends that may wait for the writer; one more is refused with `Overloaded` (503).
+    pub max_pending_appends: usize,
+    /// Most records written by one group commit (one transaction, one fsync).
+    pub max_batch_records: usize,
+    /// Most records the log may hold past the lowest committed offset of all consumer groups,
+    /// summed over partitions; past it appends are refused with `Overloaded` (503). This is
+    /// what bounds the disk when consumers stall, since retention never deletes unconsumed data.
+    pub max_unconsumed_records: u64,
+    /// Records consumed by every group are deleted once their `received_at` is older than this.
+    pub retention_hours: u64,
+    /// Also delete consumed records beyond the newest this-many per partition, whatever their
+    /// age. Absent: no count limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_max_records: Option<u64>,
+    /// How often the writer thread applies retention, in milliseconds.
+    pub retention_check_interval_ms: u64,
+    /// The SQLite check run on open: `quick`, `full` or `off`.
+    pub integrity_check: IntegrityCheck,
+    /// How long a connection waits for the SQLite write lock before failing, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for EmbeddedLogConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            partitions: 1,
+            max_pending_appends: 10_000,
+            max_batch_records: 512,
+            max_unconsumed_records: 5_000_000,
+            retention_hours: 168,
+            retention_max_records: None,
+            retention_check_interval_ms: 60_000,
+            integrity_check: IntegrityCheck::Quick,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Validated, typed settings for [`super::EmbeddedLog::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedLogSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Number of partitions.
+    pub partitions: NonZeroU32,
+    /// Capacity of the append queue.
+    pub max_pending_appends: NonZeroUsize,
+    /// Most records per group commit.
+    pub max_batch_records: NonZeroUsize,
+    /// Bound on records past the lowest committed offsets.
+    pub max_unconsumed_records: NonZeroU64,
+    /// Age past which consumed records are deleted.
+    pub retention: Duration,
+    /// Count per partition past which consumed records are deleted.
+    pub retention_max_records: Option<u64>,
+    /// Period of the retention pass.
+    pub retention_check_interval: Duration,
+    /// The check run on open.
+    pub integrity_check: IntegrityCheck,
+    /// SQLite busy timeout.
+    pub busy_timeout: Duration,
+}
+
+impl EmbeddedLogConfig {
+    /// Returns typed settings, with `path` defaulting to `<data_dir>/rawlog.db`. Does no I/O.
+    pub fn validate(&self, data_dir: &Path) -> Result<EmbeddedLogSettings> {
+        let path = match &self.path {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(invalid("path", "must not be empty".to_owned()))
+            }
+            Some(path) => path.clone(),
+            None => data_dir.join(DEFAULT_FILE_NAME),
+        };
+        let partitions = NonZeroU32::new(self.partitions)
+            .filter(|count| count.get() <= MAX_PARTITIONS)
+            .ok_or_else(|| {
+                invalid(
+                    "partitions",
+                    format!("must be between 1 and {MAX_PARTITIONS}"),
+                )
+            })?;
+        let retention_seconds = self
+            .retention_hours
+            .checked_mul(3600)
+            .ok_or_else(|| invalid("retention_hours", "is too large".to_owned()))?;
+        if self.retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "retention_check_interval_ms",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.busy_timeout_ms == 0 || self.busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+            return Err(invalid(
+                "busy_timeout_ms",
+                format!("must be between 1 and {MAX_BUSY_TIMEOUT_MS}"),
+            ));
+        }
+        Ok(EmbeddedLogSettings {
+            path,
+            partitions,
+            max_pending_appends: non_zero_usize("max_pending_appends", self.max_pending_appends)?,
+            max_batch_records: non_zero_usize("max_batch_records", self.max_batch_records)?,
+            max_unconsumed_records: NonZeroU64::new(self.max_unconsumed_records).ok_or_else(
+                || invalid("max_unconsumed_records", "must be at least 1".to_owned()),
+            )?,
+            retention: Duration::from_secs(retention_seconds),
+            retention_max_records: self.retention_max_records,
+            retention_check_interval: Duration::from_millis(self.retention_check_interval_ms),
+            integrity_check: self.integrity_check,
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+        })
+    }
+}
+
+fn non_zero_usize(field: &'static str, value: usize) -> Result<NonZeroUsize> {
+    NonZeroUsize::new(value).ok_or_else(|| invalid(field, "must be at least 1".to_owned()))
+}
+
+fn invalid(field: &'static str, reason: String) -> ConfigError {
+    ConfigError::InvalidField { field, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_default_config_validates_with_path_under_data_dir() {
+        let settings = EmbeddedLogConfig::default()
+            .validate(Path::new("/var/lib/callhook"))
+            .unwrap();
+        assert_eq!(settings.path, PathBuf::from("/var/lib/callhook/rawlog.db"));
+        assert_eq!(settings.partitions.get(), 1);
+        assert_eq!(settings.retention, Duration::from_secs(168 * 3600));
+        assert_eq!(settings.max_batch_records.get(), 512);
+    }
+
+    #[test]
+    fn test_toml_section_parses_and_rejects_unknown_fields() {
+        let config: EmbeddedLogConfig = toml::from_str(
+            "path = \"/data/log.db\"\npartitions = 4\nretention_max_records = 10\nintegrity_check = \"full\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.path.as_deref(), Some(Path::new("/data/log.db")));
+        assert_eq!(config.partitions, 4);
+        assert_eq!(config.retention_max_records, Some(10));
+        assert_eq!(config.integrity_check, IntegrityCheck::Full);
+        assert_eq!(config.max_pending_appends, 10_000);
+        let unknown = toml::from_str::<EmbeddedLogConfig>("max_batch = 3\n");
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn test_validation_rejects_out_of_range_values() {
+        let data_dir = Path::new("/data");
+        let cases: Vec<(EmbeddedLogConfig, &str)> = vec![
+            (
+                EmbeddedLogConfig {
+                    partitions: 0,
+                    ..Default::default()
+                },
+                "partitions",
+            ),
+            (
+                EmbeddedLogConfig {
+                    partitions: MAX_PARTITIONS + 1,
+                    ..Default::default()
+                },
+                "partitions",
+            ),
+            (
+                EmbeddedLogConfig {
+                    max_pending_appends: 0,
+                    ..Default::default()
+                },
+                "max_pending_appends",
+            ),
+            (
+                EmbeddedLogConfig {
+                    max_batch_records: 0,
+                    ..Default::default()
+                },
+                "max_batch_records",
+            ),
+            (
+                EmbeddedLogConfig {
+                    max_unconsumed_records: 0,
+                    ..Default::default()
+                },
+                "max_unconsumed_records",
+            ),
+            (
+                EmbeddedLogConfig {
+                    retention_hours: u64::MAX,
+                    ..Default::default()
+                },
+                "retention_hours",
+            ),
+            (
+                EmbeddedLogConfig {
+                    retention_check_interval_ms: 0,
+                    ..Default::default()
+                },
+                "retention_check_interval_ms",
+            ),
+            (
+                EmbeddedLogConfig {
+                    busy_timeout_ms: 0,
+                    ..Default::default()
+                },
+                "busy_timeout_ms",
+            ),
+            (
+                EmbeddedLogConfig {
+                    path: Some(PathBuf::new()),
+                    ..Default::default()
+                },
+                "path",
+            ),
+        ];
+        for (config, expected_field) in cases {
+            match config.validate(data_dir) {
+                Err(ConfigError::InvalidField { field, .. }) => assert_eq!(field, expected_field),
+                Ok(_) => panic!("`{expected_field}` out of range was accepted"),
+            }
+        }
+    }
+}
