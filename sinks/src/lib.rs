@@ -1,1 +1,24 @@
-//! placeholder
+//! Sinks for canonical events: where the normalizer's output comes to rest.
+//!
+//! The normalizer's consume loop maps raw pushes into [`callhook_schemas::CloudEvent`]s and
+//! hands each batch, together with the raw-log offsets it consumed, to a sink as a
+//! [`SinkBatch`]. Modules:
+//!
+//! - [`batch`]: the batch a sink commits ([`SinkBatch`], [`SinkItem`]) and what it reports back
+//!   ([`CommitOutcome`]).
+//! - [`sqlite`]: the embedded SQLite sink (`<data-dir>/callhook.db`): the `events` log, the
+//!   order-independent `calls` and `agents` projections, dead letters, consumer offsets and the
+//!   persistent half of the dedupe store.
+//! - [`metrics`]: the `callhook_sink_*` metric families every sink shares.
+//!
+//! Guarantee (SQLite sink): after any crash each event is in the sink exactly once. The events,
+//! the pushes' dedupe keys, the dead letters and the consumer offsets of a batch are committed
+//! in one fsync'd SQLite transaction, and the consumer resumes from
+//! [`sqlite::SqliteSink::stored_offsets`]; see the [`sqlite`] module for how that is kept.
+
+pub mod batch;
+pub mod metrics;
+pub mod sqlite;
+
+pub use batch::{CommitOutcome, SinkBatch, SinkItem};
+pub use sqlite::{SqliteSink, SqliteSinkConfig, SqliteSinkError, SqliteSinkSettings};

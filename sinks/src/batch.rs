@@ -1,0 +1,71 @@
+//! The unit of work a sink commits: mapped pushes, dead letters and the offsets they came from.
+//!
+//! A [`SinkBatch`] is all-or-nothing: a sink either records every item and the offsets, or
+//! nothing at all. The consumer builds a batch from consecutive raw-log records and only moves
+//! on (or commits upstream offsets) once the sink has confirmed it.
+
+use callhook_schemas::CloudEvent;
+use chrono::{DateTime, Utc};
+
+/// Everything a consumer hands a sink in one commit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SinkBatch {
+    /// The consumer (group) name the offsets belong to, e.g. `normalizer`.
+    pub consumer: String,
+    /// `(partition, next_offset)` per raw-log partition this batch advanced: the offset of the
+    /// first record *not* covered by the batch, i.e. where to resume.
+    pub offsets: Vec<(u32, u64)>,
+    /// The mapped pushes and dead letters, in consumption order.
+    pub items: Vec<SinkItem>,
+}
+
+/// One consumed raw record, as the sink should store it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkItem {
+    /// A push that mapped to zero or more canonical events.
+    Push {
+        /// The configured source name the push arrived on (the events' `data.source_name`).
+        source: String,
+        /// The push's dedupe key within `source`: a second push with the same key is a
+        /// duplicate and its events are skipped.
+        dedupe_key: String,
+        /// When the receiver had the whole push; stored as the events' `received_at` and the
+        /// dedupe key's `seen_at`.
+        received_at: DateTime<Utc>,
+        /// The canonical events the push mapped to.
+        events: Vec<CloudEvent>,
+    },
+    /// A record that could not be mapped.
+    DeadLetter {
+        /// Where the raw record sits, `<partition>:<offset>` (unique per record).
+        raw_ref: String,
+        /// The configured source name the push arrived on.
+        source: String,
+        /// A bounded reason code (`unknown_event`, `missing_field`, ...); also a metric label.
+        reason: String,
+        /// Human-readable detail (may name fields; never the payload).
+        detail: String,
+        /// When the receiver had the whole push.
+        received_at: DateTime<Utc>,
+    },
+}
+
+/// What one [`SinkBatch`] commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitOutcome {
+    /// Events newly written.
+    pub events_inserted: u64,
+    /// Events of non-duplicate pushes that were already stored (same event id), e.g. after a
+    /// replay past the dedupe window.
+    pub events_already_stored: u64,
+    /// Pushes skipped because their dedupe key was already recorded.
+    pub duplicates_skipped: u64,
+    /// Dead letters newly written.
+    pub dead_letters_written: u64,
+    /// Dead letters skipped because their `raw_ref` was already recorded (a replay).
+    pub dead_letters_already_stored: u64,
+    /// Distinct `(source, call_id)` rows of `calls` recomputed.
+    pub calls_touched: u64,
+    /// Rows of `agents` inserted or replaced by a newer status.
+    pub agents_updated: u64,
+}

@@ -1,0 +1,178 @@
+//! The SQLite sink's configuration and its validation into [`SqliteSinkSettings`].
+//!
+//! There is deliberately no `synchronous` knob: the sink always runs WAL with
+//! `synchronous=FULL`, because the commit that records the consumer offsets must be durable
+//! for the exactly-once guarantee (with `NORMAL`, a power loss can roll back a commit whose
+//! raw records the raw log may already have released).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, SqliteSinkError};
+
+/// The database file name inside the data directory when `path` is not set.
+pub const DEFAULT_DATABASE_FILE: &str = "callhook.db";
+
+/// The longest `busy_timeout_ms` accepted (10 minutes).
+const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
+
+/// The longest `dedupe_window_hours` accepted (one year).
+const MAX_DEDUPE_WINDOW_HOURS: u64 = 24 * 366;
+
+/// `[sinks.sqlite]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteSinkConfig {
+    /// The database file. A relative path is taken relative to the data directory; when
+    /// absent, the file is `<data-dir>/callhook.db`.
+    pub path: Option<PathBuf>,
+    /// How long a statement waits for a lock held by another connection (an operator's
+    /// write, a backup) before failing with a retryable error, in milliseconds.
+    pub busy_timeout_ms: u64,
+    /// How long a push's dedupe key is remembered, in hours (default 168, seven days). A
+    /// push re-delivered within the window is skipped as a duplicate; the normalizer prunes
+    /// older keys periodically with [`super::SqliteSink::prune_dedupe_keys`].
+    pub dedupe_window_hours: u64,
+}
+
+impl Default for SqliteSinkConfig {
+    fn default() -> Self {
+        SqliteSinkConfig {
+            path: None,
+            busy_timeout_ms: 5_000,
+            dedupe_window_hours: 7 * 24,
+        }
+    }
+}
+
+/// A validated [`SqliteSinkConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteSinkSettings {
+    /// The database file.
+    pub path: PathBuf,
+    /// SQLite's busy timeout.
+    pub busy_timeout: Duration,
+    /// The dedupe window.
+    pub dedupe_window: Duration,
+}
+
+impl SqliteSinkConfig {
+    /// Checks the config and resolves the database path against `data_dir`, without I/O.
+    pub fn validate(&self, data_dir: &Path) -> Result<SqliteSinkSettings> {
+        let path = match &self.path {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(SqliteSinkError::InvalidConfig("`path` is empty".to_owned()));
+            }
+            Some(path) => data_dir.join(path),
+            None => data_dir.join(DEFAULT_DATABASE_FILE),
+        };
+        if self.busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+            return Err(SqliteSinkError::InvalidConfig(format!(
+                "`busy_timeout_ms` is {} (at most {MAX_BUSY_TIMEOUT_MS})",
+                self.busy_timeout_ms
+            )));
+        }
+        if !(1..=MAX_DEDUPE_WINDOW_HOURS).contains(&self.dedupe_window_hours) {
+            return Err(SqliteSinkError::InvalidConfig(format!(
+                "`dedupe_window_hours` is {} (1 to {MAX_DEDUPE_WINDOW_HOURS})",
+                self.dedupe_window_hours
+            )));
+        }
+        Ok(SqliteSinkSettings {
+            path,
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            dedupe_window: Duration::from_secs(self.dedupe_window_hours * 3600),
+        })
+    }
+}
+
+impl SqliteSinkSettings {
+    /// Returns the default settings for the database file `path`.
+    pub fn for_path(path: impl Into<PathBuf>) -> SqliteSinkSettings {
+        let defaults = SqliteSinkConfig::default();
+        SqliteSinkSettings {
+            path: path.into(),
+            busy_timeout: Duration::from_millis(defaults.busy_timeout_ms),
+            dedupe_window: Duration::from_secs(defaults.dedupe_window_hours * 3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_default_path_is_callhook_db_in_data_dir() {
+        let settings = SqliteSinkConfig::default()
+            .validate(Path::new("/var/lib/callhook"))
+            .unwrap();
+        assert_eq!(settings.path, Path::new("/var/lib/callhook/callhook.db"));
+        assert_eq!(settings.dedupe_window, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(settings.busy_timeout, Duration::from_millis(5_000));
+    }
+
+    #[test]
+    fn test_relative_path_resolves_against_data_dir_and_absolute_is_kept() {
+        let relative = SqliteSinkConfig {
+            path: Some("db/x.db".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            relative.validate(Path::new("/data")).unwrap().path,
+            Path::new("/data/db/x.db")
+        );
+        let absolute = SqliteSinkConfig {
+            path: Some("/srv/x.db".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            absolute.validate(Path::new("/data")).unwrap().path,
+            Path::new("/srv/x.db")
+        );
+    }
+
+    #[test]
+    fn test_out_of_range_values_are_rejected() {
+        let zero_window = SqliteSinkConfig {
+            dedupe_window_hours: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            zero_window.validate(Path::new("/d")),
+            Err(SqliteSinkError::InvalidConfig(_))
+        ));
+        let long_busy = SqliteSinkConfig {
+            busy_timeout_ms: 600_001,
+            ..Default::default()
+        };
+        assert!(matches!(
+            long_busy.validate(Path::new("/d")),
+            Err(SqliteSinkError::InvalidConfig(_))
+        ));
+        let empty = SqliteSinkConfig {
+            path: Some(PathBuf::new()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            empty.validate(Path::new("/d")),
+            Err(SqliteSinkError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn test_unknown_fields_are_rejected_and_missing_fields_default() {
+        let parsed: SqliteSinkConfig = serde_json::from_str(r#"{"busy_timeout_ms": 10}"#).unwrap();
+        assert_eq!(
+            parsed,
+            SqliteSinkConfig {
+                busy_timeout_ms: 10,
+                ..Default::default()
+            }
+        );
+        let unknown = serde_json::from_str::<SqliteSinkConfig>(r#"{"synchronous": "off"}"#);
+        assert!(unknown.is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The embedded SQLite sink: one database file, by default `<data-dir>/callhook.db`.
+//!
+//! # Guarantee: after any crash, each event is in the sink exactly once
+//!
+//! [`SqliteSink::commit_batch`] writes a whole [`crate::SinkBatch`] in one `IMMEDIATE`
+//! transaction: the pushes' dedupe keys, their events, the `calls` and `agents` rows they
+//! change, the dead letters, and the consumer's next offsets. The database runs in WAL mode
+//! with `synchronous=FULL`, so the commit is fsync'd before `commit_batch` returns. Either the
+//! whole batch, offsets included, survives a crash (process or power), or none of it does, and
+//! the consumer, which seeks to [`SqliteSink::stored_offsets`] on start and on partition
+//! assignment, re-reads exactly the records whose effects were lost.
+//!
+//! Re-delivery is harmless twice over: a push whose dedupe key is already in `dedupe_keys` is
+//! skipped (and counted) inside the transaction, and `events.id` is unique, so an event whose
+//! deterministic id is already stored is never written again, even after its push's dedupe key
+//! was pruned from the window. A consumer offset only moves forward: a batch carrying an offset
+//! below the stored one leaves the stored one in place.
+//!
+//! The `calls` and `agents` projections are order-independent by construction: a `calls` row is
+//! recomputed from all of its call's stored events ([`calls_fold`]), and an `agents` row is only
+//! replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
+//! the same whatever the arrival order.
+//!
+//! # Threading
+//!
+//! A [`SqliteSink`] owns one connection and every method blocks on disk I/O (a commit waits for
+//! fsync). It lives on one dedicated thread, the normalizer's consume loop, or is driven
+//! through `spawn_blocking`; it is never called from an async task directly. Other processes
+//! and connections may read the file concurrently (WAL readers do not block the writer).
+//!
+//! Modules: [`config`] (the serde config and its validation), [`schema`] (tables, pragmas and
+//! `user_version` migrations), [`sink`] (the sink), [`calls_fold`] (the `calls` row rules),
+//! [`agents`] (the `agents` row rules), [`error`]. Longer reasoning: `design.md` beside this file.
+
+pub mod agents;
+pub mod calls_fold;
+mod codec;
+pub mod config;
+pub mod error;
+pub mod schema;
+pub mod sink;
+mod writes;
+
+pub use config::{SqliteSinkConfig, SqliteSinkSettings, DEFAULT_DATABASE_FILE};
+pub use error::{Result, SqliteSinkError};
+pub use sink::SqliteSink;

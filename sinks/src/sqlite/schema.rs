@@ -1,0 +1,194 @@
+//! The database schema, the connection pragmas, and `PRAGMA user_version` migrations.
+//!
+//! `MIGRATIONS[n]` takes a database from `user_version = n` to `n + 1`. Each runs in its own
+//! transaction together with the `user_version` bump, so a crash mid-migration leaves the file
+//! at the previous version. Migrations are only ever appended; a file whose version is newer
+//! than this build knows is refused rather than written to.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{Result, SqliteSinkError};
+
+/// The migrations, in order; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1: every table of the sink.
+const MIGRATION_1: &str = "
+-- Every canonical event, once. `seq` is the insertion order (for tailing readers); the other
+-- columns are the CloudEvents attributes, `data` is the data JSON as serialized.
+CREATE TABLE events (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    type            TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    time            TEXT NOT NULL,
+    timesource      TEXT NOT NULL,
+    specversion     TEXT NOT NULL,
+    datacontenttype TEXT NOT NULL,
+    dataschema      TEXT NOT NULL,
+    source_name     TEXT NOT NULL,
+    call_id         TEXT,
+    received_at     TEXT NOT NULL,
+    data            TEXT NOT NULL
+);
+CREATE INDEX events_type_time ON events (type, time);
+CREATE INDEX events_subject_time ON events (subject, time);
+CREATE INDEX events_time ON events (time);
+CREATE INDEX events_call ON events (source_name, call_id);
+
+-- One row per call, recomputed from all of its events (see calls_fold.rs).
+CREATE TABLE calls (
+    source          TEXT NOT NULL,
+    call_id         TEXT NOT NULL,
+    vendor          TEXT NOT NULL,
+    direction       TEXT NOT NULL,
+    caller          TEXT,
+    caller_e164     TEXT,
+    callee          TEXT,
+    callee_e164     TEXT,
+    agent_number    TEXT,
+    agent_name      TEXT,
+    queue           TEXT,
+    queue_name      TEXT,
+    parent_call_id  TEXT,
+    first_event_at  TEXT NOT NULL,
+    started_at      TEXT,
+    ringing_at      TEXT,
+    answered_at     TEXT,
+    ended_at        TEXT,
+    disposition     TEXT,
+    disposition_raw TEXT,
+    talk_seconds    INTEGER,
+    recording_url   TEXT,
+    correlation     TEXT NOT NULL,
+    events_count    INTEGER NOT NULL,
+    last_event_type TEXT NOT NULL,
+    last_event_at   TEXT NOT NULL,
+    PRIMARY KEY (source, call_id)
+) WITHOUT ROWID;
+CREATE INDEX calls_first_event_at ON calls (first_event_at);
+CREATE INDEX calls_agent ON calls (source, agent_number, first_event_at);
+
+-- The newest known status per agent (see agents.rs).
+CREATE TABLE agents (
+    source       TEXT NOT NULL,
+    agent_number TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    raw_code     TEXT,
+    raw_label    TEXT,
+    agent_name   TEXT,
+    status_at    TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    PRIMARY KEY (source, agent_number)
+) WITHOUT ROWID;
+
+-- Raw records that could not be mapped; `raw_ref` is `<partition>:<offset>`.
+CREATE TABLE dead_letters (
+    seq         INTEGER PRIMARY KEY,
+    raw_ref     TEXT NOT NULL UNIQUE,
+    source      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX dead_letters_source_received_at ON dead_letters (source, received_at);
+CREATE INDEX dead_letters_reason ON dead_letters (reason);
+
+-- Where each consumer resumes: the first offset not yet reflected in this database.
+CREATE TABLE consumer_offsets (
+    consumer    TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) WITHOUT ROWID;
+
+-- The persistent half of the dedupe store: pushes seen within the dedupe window.
+CREATE TABLE dedupe_keys (
+    source  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE INDEX dedupe_keys_seen_at ON dedupe_keys (seen_at);
+";
+
+/// Sets the per-connection pragmas: WAL, `synchronous=FULL`, the busy timeout.
+pub(crate) fn configure(
+    connection: &Connection,
+    busy_timeout: std::time::Duration,
+) -> rusqlite::Result<()> {
+    connection.busy_timeout(busy_timeout)?;
+    // `journal_mode` answers with the mode in force; WAL persists in the file once set.
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "sqlite sink database is not in WAL mode");
+    }
+    // FULL: a commit (and the offsets in it) is fsync'd before it returns; see config.rs.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// Returns the file's `user_version`.
+pub fn user_version(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]; returns the version found before migrating.
+pub(crate) fn migrate(connection: &mut Connection) -> Result<i64> {
+    let found = user_version(connection)?;
+    if found > SCHEMA_VERSION {
+        return Err(SqliteSinkError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let applied = usize::try_from(found).map_err(|_| SqliteSinkError::CorruptRow {
+        table: "user_version",
+        detail: format!("negative version {found}"),
+    })?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
+        transaction.commit()?;
+        tracing::info!(version = index + 1, "sqlite sink schema migrated");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_migrate_in_memory_reaches_latest_and_is_idempotent() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut connection).unwrap(), 0);
+        assert_eq!(user_version(&connection).unwrap(), SCHEMA_VERSION);
+        assert_eq!(migrate(&mut connection).unwrap(), SCHEMA_VERSION);
+        let tables: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 6);
+    }
+
+    #[test]
+    fn test_newer_schema_is_refused() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut connection),
+            Err(SqliteSinkError::SchemaTooNew { .. })
+        ));
+    }
+}

@@ -1,0 +1,251 @@
+//! [`SqliteSink`]: commits [`SinkBatch`]es to the database, exactly once (see the module docs
+//! of [`super`] for the guarantee and how it is kept).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use callhook_schemas::{CloudEvent, EventType};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::agents::agent_update;
+use super::codec::{encode_time, from_sql_integer};
+use super::config::SqliteSinkSettings;
+use super::error::{Result, SqliteSinkError};
+use super::schema;
+use super::writes::{self, DeadLetterRow};
+use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
+use crate::metrics::{BatchCommitted, SinkMetrics};
+
+/// The `sink` label of this sink's metrics.
+pub const METRIC_LABEL: &str = "sqlite";
+
+/// How many dedupe keys one pruning statement deletes; each chunk is its own short
+/// transaction so that pruning a large backlog never holds the write lock for long.
+const PRUNE_CHUNK: usize = 5_000;
+
+/// The SQLite sink. Owns one connection; every method blocks (a commit waits for fsync), so it
+/// runs on a dedicated thread or under `spawn_blocking`, never directly on the async runtime.
+#[derive(Debug)]
+pub struct SqliteSink {
+    connection: Connection,
+    path: PathBuf,
+    dedupe_window: Duration,
+    metrics: SinkMetrics,
+}
+
+impl SqliteSink {
+    /// Opens (creating it and its directory if needed) the database, sets WAL and
+    /// `synchronous=FULL`, and migrates the schema to the latest version.
+    pub fn open(settings: &SqliteSinkSettings) -> Result<SqliteSink> {
+        let path = settings.path.clone();
+        if let Some(directory) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(directory).map_err(|source| SqliteSinkError::CreateDir {
+                path: directory.to_owned(),
+                source,
+            })?;
+        }
+        let open_error = |source| SqliteSinkError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = Connection::open(&path).map_err(open_error)?;
+        schema::configure(&connection, settings.busy_timeout).map_err(open_error)?;
+        connection.set_prepared_statement_cache_capacity(32);
+        let found = schema::migrate(&mut connection)?;
+        tracing::info!(
+            path = %path.display(),
+            schema_version_found = found,
+            schema_version = schema::SCHEMA_VERSION,
+            "sqlite sink opened"
+        );
+        Ok(SqliteSink {
+            connection,
+            path,
+            dedupe_window: settings.dedupe_window,
+            metrics: SinkMetrics::for_sink(METRIC_LABEL),
+        })
+    }
+
+    /// Returns the database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the configured dedupe window: the normalizer prunes keys older than
+    /// `now - dedupe_window` with [`SqliteSink::prune_dedupe_keys`].
+    pub fn dedupe_window(&self) -> Duration {
+        self.dedupe_window
+    }
+
+    /// Commits a whole batch in one durable transaction and returns what it did.
+    ///
+    /// For each push, in order: its dedupe key is inserted; if the key was already recorded
+    /// the push is a duplicate and its events are skipped, else its events are inserted
+    /// (an event whose id is already stored is skipped) and the agents they carry a status
+    /// for are updated. Dead letters are inserted unless their `raw_ref` is stored. Then the
+    /// `calls` rows of every call that got a new event are recomputed, the consumer's offsets
+    /// are moved forward, and the transaction commits (fsync'd). On error nothing of the batch
+    /// is written, offsets included, and the same batch may be retried.
+    pub fn commit_batch(&mut self, batch: &SinkBatch) -> Result<CommitOutcome> {
+        let started = Instant::now();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tally = BatchTally::default();
+        for item in &batch.items {
+            write_item(&transaction, &mut tally, item)?;
+        }
+        for (source, call_id) in &tally.touched_calls {
+            writes::recompute_call(&transaction, source, call_id)?;
+        }
+        tally.outcome.calls_touched = tally.touched_calls.len() as u64;
+        writes::store_offsets(&transaction, &batch.consumer, &batch.offsets)?;
+        transaction.commit()?;
+        let committed = BatchCommitted {
+            outcome: tally.outcome,
+            elapsed: started.elapsed(),
+            events_by_type: tally.events_by_type,
+            dead_letters_by_reason: tally.dead_letters_by_reason,
+        };
+        committed.emit(&self.metrics);
+        Ok(committed.outcome)
+    }
+
+    /// Returns `(partition, next_offset)` for every partition `consumer` has committed, sorted
+    /// by partition: where the consumer resumes.
+    pub fn stored_offsets(&self, consumer: &str) -> Result<Vec<(u32, u64)>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE consumer = ?1 ORDER BY partition",
+        )?;
+        let mut rows = statement.query(params![consumer])?;
+        let mut offsets = Vec::new();
+        while let Some(row) = rows.next()? {
+            let partition = from_sql_integer("consumer_offsets", row.get(0)?)?;
+            let next_offset = from_sql_integer("consumer_offsets", row.get(1)?)?;
+            offsets.push((partition, next_offset));
+        }
+        Ok(offsets)
+    }
+
+    /// Deletes the dedupe keys first seen before `older_than` and returns how many; deletes in
+    /// chunks, each its own transaction.
+    pub fn prune_dedupe_keys(&mut self, older_than: DateTime<Utc>) -> Result<usize> {
+        let cutoff = encode_time(&older_than);
+        let chunk = i64::try_from(PRUNE_CHUNK).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        loop {
+            let deleted = self.connection.execute(
+                "DELETE FROM dedupe_keys WHERE (source, key) IN \
+                 (SELECT source, key FROM dedupe_keys WHERE seen_at < ?1 LIMIT ?2)",
+                params![cutoff, chunk],
+            )?;
+            removed += deleted;
+            if deleted < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Returns whether the push `(source, key)` is in the persistent dedupe store.
+    pub fn contains_dedupe_key(&self, source: &str, key: &str) -> Result<bool> {
+        writes::dedupe_key_exists(&self.connection, source, key)
+    }
+}
+
+/// What a batch did so far, borrowed from the batch.
+#[derive(Default)]
+struct BatchTally<'a> {
+    outcome: CommitOutcome,
+    events_by_type: [u64; EventType::ALL.len()],
+    dead_letters_by_reason: BTreeMap<&'a str, u64>,
+    /// `(source_name, call_id)` of every call that got a new event.
+    touched_calls: BTreeSet<(&'a str, &'a str)>,
+}
+
+/// Writes one item of a batch.
+fn write_item<'a>(
+    connection: &Connection,
+    tally: &mut BatchTally<'a>,
+    item: &'a SinkItem,
+) -> Result<()> {
+    match item {
+        SinkItem::Push {
+            source,
+            dedupe_key,
+            received_at,
+            events,
+        } => write_push(connection, tally, source, dedupe_key, received_at, events),
+        SinkItem::DeadLetter {
+            raw_ref,
+            source,
+            reason,
+            detail,
+            received_at,
+        } => {
+            let row = DeadLetterRow {
+                raw_ref,
+                source,
+                reason,
+                detail,
+                received_at,
+            };
+            if writes::insert_dead_letter(connection, &row)? {
+                tally.outcome.dead_letters_written += 1;
+                *tally.dead_letters_by_reason.entry(reason).or_default() += 1;
+            } else {
+                tally.outcome.dead_letters_already_stored += 1;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes one push: its dedupe key, then (unless it is a duplicate) its events and the agent
+/// statuses they carry.
+fn write_push<'a>(
+    connection: &Connection,
+    tally: &mut BatchTally<'a>,
+    source: &str,
+    dedupe_key: &str,
+    received_at: &DateTime<Utc>,
+    events: &'a [CloudEvent],
+) -> Result<()> {
+    if !writes::insert_dedupe_key(connection, source, dedupe_key, received_at)? {
+        tally.outcome.duplicates_skipped += 1;
+        return Ok(());
+    }
+    for event in events {
+        debug_assert_eq!(
+            event.data.source_name, source,
+            "event `{}` is from another source",
+            event.id
+        );
+        if !writes::insert_event(connection, event, received_at)? {
+            tally.outcome.events_already_stored += 1;
+            continue;
+        }
+        tally.outcome.events_inserted += 1;
+        tally.events_by_type[event.event_type as usize] += 1;
+        if let Some(update) = agent_update(event) {
+            if writes::upsert_agent(connection, &update)? {
+                tally.outcome.agents_updated += 1;
+            }
+        }
+        let call_id = event
+            .data
+            .call_id
+            .as_deref()
+            .filter(|call_id| !call_id.is_empty());
+        if let (Some(call_id), false) = (call_id, event.event_type.is_agent_event()) {
+            tally
+                .touched_calls
+                .insert((&event.data.source_name, call_id));
+        }
+    }
+    Ok(())
+}

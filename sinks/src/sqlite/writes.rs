@@ -1,0 +1,233 @@
+//! The statements a batch runs inside the sink's transaction, one function per table.
+//!
+//! Every function takes the transaction's connection and neither commits nor rolls back: the
+//! caller ([`super::sink::SqliteSink::commit_batch`]) owns the transaction, so an error in any
+//! of them leaves nothing of the batch behind.
+
+use callhook_schemas::{CloudEvent, TimeSource};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::agents::AgentUpdate;
+use super::calls_fold::{fold_call, CallRow, StoredCallEvent};
+use super::codec::{decode_event_type, decode_time, encode_time, to_sql_integer};
+use super::error::{Result, SqliteSinkError};
+
+/// Records a push's dedupe key; returns false when it was already recorded (a duplicate).
+pub(crate) fn insert_dedupe_key(
+    connection: &Connection,
+    source: &str,
+    key: &str,
+    seen_at: &DateTime<Utc>,
+) -> Result<bool> {
+    let mut statement = connection.prepare_cached(
+        "INSERT OR IGNORE INTO dedupe_keys (source, key, seen_at) VALUES (?1, ?2, ?3)",
+    )?;
+    Ok(statement.execute(params![source, key, encode_time(seen_at)])? == 1)
+}
+
+/// Stores an event; returns false when an event with its id is already stored.
+pub(crate) fn insert_event(
+    connection: &Connection,
+    event: &CloudEvent,
+    received_at: &DateTime<Utc>,
+) -> Result<bool> {
+    let data = serde_json::to_string(&event.data).map_err(|source| SqliteSinkError::Encode {
+        id: event.id.clone(),
+        source,
+    })?;
+    let timesource = match event.timesource {
+        TimeSource::Vendor => "vendor",
+        TimeSource::Received => "received",
+    };
+    let mut statement = connection.prepare_cached(
+        "INSERT OR IGNORE INTO events (id, type, source, subject, time, timesource, specversion, \
+         datacontenttype, dataschema, source_name, call_id, received_at, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let inserted = statement.execute(params![
+        event.id,
+        event.event_type.as_str(),
+        event.source,
+        event.subject,
+        encode_time(&event.time),
+        timesource,
+        event.specversion,
+        event.datacontenttype,
+        event.dataschema,
+        event.data.source_name,
+        event.data.call_id,
+        encode_time(received_at),
+        data,
+    ])?;
+    Ok(inserted == 1)
+}
+
+/// Applies an agent status if it is newer by `(time, id)` than the stored one; returns true
+/// when the row was inserted or replaced.
+pub(crate) fn upsert_agent(connection: &Connection, update: &AgentUpdate<'_>) -> Result<bool> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO agents (source, agent_number, status, raw_code, raw_label, agent_name, status_at, event_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (source, agent_number) DO UPDATE SET \
+         status = excluded.status, raw_code = excluded.raw_code, raw_label = excluded.raw_label, \
+         agent_name = excluded.agent_name, status_at = excluded.status_at, event_id = excluded.event_id \
+         WHERE (excluded.status_at, excluded.event_id) > (agents.status_at, agents.event_id)",
+    )?;
+    let changed = statement.execute(params![
+        update.source,
+        update.agent_number,
+        update.status.as_str(),
+        update.raw_code,
+        update.raw_label,
+        update.agent_name,
+        encode_time(&update.status_at),
+        update.event_id,
+    ])?;
+    Ok(changed == 1)
+}
+
+/// A dead letter as stored.
+pub(crate) struct DeadLetterRow<'a> {
+    pub(crate) raw_ref: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) detail: &'a str,
+    pub(crate) received_at: &'a DateTime<Utc>,
+}
+
+/// Stores a dead letter; returns false when its `raw_ref` is already stored.
+pub(crate) fn insert_dead_letter(connection: &Connection, row: &DeadLetterRow<'_>) -> Result<bool> {
+    let mut statement = connection.prepare_cached(
+        "INSERT OR IGNORE INTO dead_letters (raw_ref, source, reason, detail, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let inserted = statement.execute(params![
+        row.raw_ref,
+        row.source,
+        row.reason,
+        row.detail,
+        encode_time(row.received_at),
+    ])?;
+    Ok(inserted == 1)
+}
+
+/// Moves the consumer's offsets forward (never back) to `offsets`.
+pub(crate) fn store_offsets(
+    connection: &Connection,
+    consumer: &str,
+    offsets: &[(u32, u64)],
+) -> Result<()> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (consumer, partition) DO UPDATE SET \
+         next_offset = max(next_offset, excluded.next_offset)",
+    )?;
+    for (partition, next_offset) in offsets {
+        let next_offset = to_sql_integer("next_offset", *next_offset)?;
+        statement.execute(params![consumer, partition, next_offset])?;
+    }
+    Ok(())
+}
+
+/// Reads back every stored event of one call.
+pub(crate) fn load_call_events(
+    connection: &Connection,
+    source: &str,
+    call_id: &str,
+) -> Result<Vec<StoredCallEvent>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, type, time, data FROM events WHERE source_name = ?1 AND call_id = ?2",
+    )?;
+    let mut rows = statement.query(params![source, call_id])?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let event_type = decode_event_type("events", &row.get::<_, String>(1)?)?;
+        let time = decode_time("events", &row.get::<_, String>(2)?)?;
+        let data = serde_json::from_str(&row.get::<_, String>(3)?).map_err(|error| {
+            SqliteSinkError::CorruptRow {
+                table: "events",
+                detail: format!("data of `{id}`: {error}"),
+            }
+        })?;
+        events.push(StoredCallEvent {
+            id,
+            event_type,
+            time,
+            data,
+        });
+    }
+    Ok(events)
+}
+
+/// Recomputes the `calls` row of one call from all of its stored events.
+pub(crate) fn recompute_call(connection: &Connection, source: &str, call_id: &str) -> Result<()> {
+    let events = load_call_events(connection, source, call_id)?;
+    match fold_call(source, call_id, events) {
+        Some(row) => write_call_row(connection, &row),
+        None => {
+            // Only reachable if a caller marked a call touched by an agent event alone.
+            debug_assert!(false, "call touched without call events");
+            Ok(())
+        }
+    }
+}
+
+/// Writes (inserts or replaces) a `calls` row.
+fn write_call_row(connection: &Connection, row: &CallRow) -> Result<()> {
+    let correlation =
+        serde_json::to_string(&row.correlation).map_err(|source| SqliteSinkError::Encode {
+            id: row.call_id.clone(),
+            source,
+        })?;
+    let time = |value: &Option<DateTime<Utc>>| value.as_ref().map(encode_time);
+    let mut statement = connection.prepare_cached(
+        "INSERT OR REPLACE INTO calls (source, call_id, vendor, direction, caller, caller_e164, callee, \
+         callee_e164, agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, \
+         started_at, ringing_at, answered_at, ended_at, disposition, disposition_raw, talk_seconds, \
+         recording_url, correlation, events_count, last_event_type, last_event_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+    )?;
+    statement.execute(params![
+        row.source,
+        row.call_id,
+        row.vendor,
+        row.direction.as_str(),
+        row.caller.as_ref().map(|number| &number.raw),
+        row.caller.as_ref().and_then(|number| number.e164.as_ref()),
+        row.callee.as_ref().map(|number| &number.raw),
+        row.callee.as_ref().and_then(|number| number.e164.as_ref()),
+        row.agent_number,
+        row.agent_name,
+        row.queue,
+        row.queue_name,
+        row.parent_call_id,
+        encode_time(&row.first_event_at),
+        time(&row.started_at),
+        time(&row.ringing_at),
+        time(&row.answered_at),
+        time(&row.ended_at),
+        row.disposition.map(|value| value.as_str()),
+        row.disposition_raw,
+        row.talk_seconds
+            .map(|seconds| i64::try_from(seconds).unwrap_or(i64::MAX)),
+        row.recording_url,
+        correlation,
+        to_sql_integer("events_count", row.events_count)?,
+        row.last_event_type.as_str(),
+        encode_time(&row.last_event_at),
+    ])?;
+    Ok(())
+}
+
+/// Returns whether `(source, key)` is in the dedupe store.
+pub(crate) fn dedupe_key_exists(connection: &Connection, source: &str, key: &str) -> Result<bool> {
+    let mut statement =
+        connection.prepare_cached("SELECT 1 FROM dedupe_keys WHERE source = ?1 AND key = ?2")?;
+    let found: Option<i64> = statement
+        .query_row(params![source, key], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
