@@ -1,0 +1,282 @@
+//! Receiver configuration: the `[ingest]` table, per-source settings, and their validation.
+//!
+//! Config structs are what TOML holds; [`IngestConfig::validate`] and [`SourceSettings::new`]
+//! turn them into typed runtime values (durations, non-zero counts, header names) without I/O,
+//! so a bad config fails at startup with a message naming the field, never at request time.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use crate::auth::SourceAuth;
+
+/// The default body limit: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The largest body limit accepted by validation: bodies are buffered whole in memory.
+pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
+/// Headers that carry credentials and must never be copied into the raw log.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "authentication",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A numeric field is outside its allowed range.
+    #[error("`{field}` must be {expected}, got {value}")]
+    OutOfRange {
+        /// The TOML field name.
+        field: &'static str,
+        /// What the field accepts.
+        expected: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// A header name in `selected_headers` is not a valid HTTP header name.
+    #[error("`selected_headers` entry `{0}` is not a valid header name")]
+    BadHeaderName(String),
+    /// `selected_headers` names a header that carries credentials.
+    #[error("`selected_headers` entry `{0}` carries credentials and is never stored")]
+    SecretHeader(String),
+    /// A source name cannot be used as a path segment or metric label.
+    #[error("source name `{0}` must be 1-64 characters of [A-Za-z0-9_.-] and not start with `_`")]
+    BadSourceName(String),
+    /// An auth setting is invalid.
+    #[error("auth `{field}`: {problem}")]
+    Auth {
+        /// The TOML field name, e.g. `hmac.secret`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Result alias for configuration validation.
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The `[ingest]` table: limits and timeouts of the HTTP receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body accepted, in bytes, for sources without their own limit.
+    /// Larger bodies are refused with `413` and nothing is stored. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Longest time, in milliseconds, to receive a whole request body once the headers are in.
+    /// A slower client gets `408` and nothing is stored. Default 10 000.
+    pub body_read_timeout_ms: u64,
+    /// Longest time, in milliseconds, to receive a request's headers; after it the connection
+    /// is closed. Default 10 000.
+    pub header_read_timeout_ms: u64,
+    /// Most connections served at once. When all are taken the receiver stops accepting, so
+    /// further connections wait in the kernel's listen backlog until one closes. Default 1024.
+    pub max_connections: usize,
+    /// Request headers (case-insensitive names) copied into each raw record. Credential headers
+    /// (`authorization`, `authentication`, `cookie`, ...) are refused. Default: `content-type`,
+    /// `user-agent`, `x-forwarded-for`, `x-real-ip`, `webhook-id`, `webhook-timestamp`,
+    /// `x-request-id`.
+    pub selected_headers: Vec<String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
+            selected_headers: [
+                "content-type",
+                "user-agent",
+                "x-forwarded-for",
+                "x-real-ip",
+                "webhook-id",
+                "webhook-timestamp",
+                "x-request-id",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// Validated [`IngestConfig`].
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_connections: NonZeroUsize,
+    pub(crate) selected_headers: Vec<HeaderName>,
+}
+
+impl IngestSettings {
+    /// Returns the most connections served at once.
+    pub fn max_connections(&self) -> NonZeroUsize {
+        self.max_connections
+    }
+}
+
+impl IngestConfig {
+    /// Checks every field and returns the typed runtime settings.
+    pub fn validate(&self) -> Result<IngestSettings> {
+        let max_body_bytes = validate_body_limit("max_body_bytes", self.max_body_bytes)?;
+        let body_read_timeout = validate_ms("body_read_timeout_ms", self.body_read_timeout_ms)?;
+        let header_read_timeout =
+            validate_ms("header_read_timeout_ms", self.header_read_timeout_ms)?;
+        let max_connections =
+            NonZeroUsize::new(self.max_connections).ok_or(ConfigError::OutOfRange {
+                field: "max_connections",
+                expected: "at least 1",
+                value: 0,
+            })?;
+        let selected_headers = self
+            .selected_headers
+            .iter()
+            .map(|name| validate_selected_header(name))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(IngestSettings {
+            max_body_bytes,
+            body_read_timeout,
+            header_read_timeout,
+            max_connections,
+            selected_headers,
+        })
+    }
+}
+
+fn validate_body_limit(field: &'static str, value: u64) -> Result<u64> {
+    if value == 0 || value > MAX_BODY_BYTES_CEILING {
+        return Err(ConfigError::OutOfRange {
+            field,
+            expected: "between 1 and 67108864 (64 MiB)",
+            value,
+        });
+    }
+    Ok(value)
+}
+
+fn validate_ms(field: &'static str, value: u64) -> Result<Duration> {
+    // An hour is far beyond any sane read timeout; the ceiling catches unit mistakes (µs, ns).
+    if value == 0 || value > 3_600_000 {
+        return Err(ConfigError::OutOfRange {
+            field,
+            expected: "between 1 and 3600000 milliseconds",
+            value,
+        });
+    }
+    Ok(Duration::from_millis(value))
+}
+
+fn validate_selected_header(name: &str) -> Result<HeaderName> {
+    let header = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError::BadHeaderName(name.to_owned()))?;
+    if SECRET_HEADERS.contains(&header.as_str()) {
+        return Err(ConfigError::SecretHeader(name.to_owned()));
+    }
+    Ok(header)
+}
+
+/// Runtime settings of one configured source: its auth and an optional own body limit.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSettings {
+    pub(crate) auth: SourceAuth,
+    pub(crate) max_body_bytes: Option<u64>,
+}
+
+impl SourceSettings {
+    /// Builds a source's settings. `max_body_bytes` (TOML `sources.<name>.max_body_bytes`, in
+    /// bytes) overrides `[ingest] max_body_bytes` for this source when set.
+    pub fn new(auth: SourceAuth, max_body_bytes: Option<u64>) -> Result<Self> {
+        let max_body_bytes = max_body_bytes
+            .map(|limit| validate_body_limit("sources.<name>.max_body_bytes", limit))
+            .transpose()?;
+        Ok(Self {
+            auth,
+            max_body_bytes,
+        })
+    }
+}
+
+/// Checks that a source name is usable as a path segment and a bounded metric label.
+pub(crate) fn validate_source_name(name: &str) -> Result<()> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if name.is_empty() || name.len() > 64 || !valid_chars || name.starts_with('_') {
+        return Err(ConfigError::BadSourceName(name.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_defaults_validate() {
+        let settings = IngestConfig::default().validate().unwrap();
+        assert_eq!(settings.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.max_connections.get(), 1024);
+        assert!(settings
+            .selected_headers
+            .iter()
+            .any(|h| h.as_str() == "webhook-id"));
+    }
+
+    #[test]
+    fn test_toml_fields_and_unknown_field() {
+        let config: IngestConfig =
+            toml::from_str("max_body_bytes = 2048\nselected_headers = [\"User-Agent\"]").unwrap();
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.body_read_timeout_ms, 10_000);
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.selected_headers[0].as_str(), "user-agent");
+        assert!(toml::from_str::<IngestConfig>("max_body = 1").is_err());
+    }
+
+    #[test]
+    fn test_rejects_zero_and_secret_headers() {
+        let zero = IngestConfig {
+            max_connections: 0,
+            ..IngestConfig::default()
+        };
+        assert!(matches!(
+            zero.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "max_connections",
+                ..
+            })
+        ));
+        let secret = IngestConfig {
+            selected_headers: vec!["Authorization".into()],
+            ..IngestConfig::default()
+        };
+        assert_eq!(
+            secret.validate().unwrap_err(),
+            ConfigError::SecretHeader("Authorization".into())
+        );
+        let huge = IngestConfig {
+            max_body_bytes: MAX_BODY_BYTES_CEILING + 1,
+            ..IngestConfig::default()
+        };
+        assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    fn test_source_names() {
+        for good in ["7moor", "coocenter", "uin_call-2.x"] {
+            assert!(validate_source_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "_unknown", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_source_name(bad).is_err(), "{bad}");
+        }
+    }
+}
