@@ -1,5 +1,107 @@
-//! `callhook`: the command-line entry point (wired up as the stages land).
+//! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
-fn main() {
-    println!("callhook");
+mod config;
+mod logging;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Webhook ingestion and event-sourcing for call-center telephony.
+#[derive(Parser)]
+#[command(name = "callhook", version, about)]
+struct Cli {
+    /// Log format on stderr: `text` for people, `json` for machines.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the receiver, the embedded raw log, the normalizer and the SQLite sink in one process.
+    Serve(ServeArgs),
+    /// Check a config file and print the effective sources.
+    CheckConfig {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Flags of `callhook serve`; each overrides the config file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file (TOML). Without one, every default applies.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the public receiver (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the admin listener (default 127.0.0.1:9464).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Directory of the raw log and the database (default ./callhook-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "callhook stopped");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(admin_listen) = args.admin_listen {
+        config.admin_listen = admin_listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    let settings = config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve::serve(settings))
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::Config::load(path)?;
+    let settings = config.validate()?;
+    for (name, source) in config.effective_sources() {
+        println!(
+            "source `{name}`: dialect {}, utc_offset {}",
+            source.dialect, source.utc_offset
+        );
+    }
+    println!(
+        "data in {}; listening on {} (admin {})",
+        settings.data_dir.display(),
+        settings.listen,
+        settings.admin_listen
+    );
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //!   (every vendor time format), [`phone`] (raw + E.164), [`build`] (ids, envelopes, dedupe keys).
 
 pub mod build;
+mod config;
 pub mod dedupe;
 pub mod error;
 pub mod fields;
@@ -17,11 +18,14 @@ pub mod lenient;
 pub mod mapping;
 pub mod payload;
 pub mod phone;
+pub mod pipeline;
 pub mod push;
+mod telemetry;
 pub mod time;
 pub mod vendors;
 
 pub use build::{Draft, Mapped};
 pub use error::MapError;
 pub use mapping::map_push;
+pub use pipeline::{Normalizer, NormalizerConfig, NormalizerSettings, PipelineError};
 pub use push::{china_offset, Dialect, RawPush, SourceContext};

@@ -145,9 +145,14 @@ fn is_landline(digits: &str) -> bool {
 }
 
 fn is_short_service(digits: &str) -> bool {
-    // 110, 119, 120, 122, 10086, 10010, 10000, 12345, 12315 ...
-    matches!(digits.len(), 3 | 5)
-        && (digits.starts_with("11") || digits.starts_with("12") || digits.starts_with("100"))
+    // Emergency and public numbers (110 police, 112, 114 directory, 119 fire, 120 ambulance,
+    // 122 traffic) and 5-digit carrier / government lines (10086, 10010, 10000, 12345, 12315).
+    // Other 3-digit numbers (100, 808) are PBX extensions.
+    match digits.len() {
+        3 => matches!(digits, "110" | "112" | "114" | "119" | "120" | "122"),
+        5 => digits.starts_with("100") || digits.starts_with("123") || digits.starts_with("121"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +219,8 @@ mod tests {
         assert_eq!(norm("95588"), (NumberKind::Service, None));
         assert_eq!(norm("10086"), (NumberKind::Service, None));
         assert_eq!(norm("808"), (NumberKind::Extension, None));
+        assert_eq!(norm("100"), (NumberKind::Extension, None));
+        assert_eq!(norm("110"), (NumberKind::Service, None));
         assert_eq!(norm("20001"), (NumberKind::Extension, None));
         assert_eq!(norm("\"808\" <808>"), (NumberKind::Extension, None));
         assert_eq!(

@@ -15,7 +15,9 @@ fn validator() -> jsonschema::Validator {
 
 fn schema_enum(pointer: &str) -> Vec<String> {
     let schema = schema();
-    let node = schema.pointer(pointer).unwrap_or_else(|| panic!("no {pointer}"));
+    let node = schema
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}"));
     node["enum"]
         .as_array()
         .unwrap_or_else(|| panic!("{pointer} has no enum"))
@@ -27,7 +29,13 @@ fn schema_enum(pointer: &str) -> Vec<String> {
 fn rust_names<T: serde::Serialize>(values: &[T]) -> Vec<String> {
     values
         .iter()
-        .map(|v| serde_json::to_value(v).unwrap().as_str().unwrap().to_owned())
+        .map(|v| {
+            serde_json::to_value(v)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -38,16 +46,37 @@ fn full_event() -> CloudEvent {
     data.call_id = Some("403344537650466816".into());
     data.parent_call_id = Some("403344537650466815".into());
     data.direction = Direction::Outbound;
-    let number = PhoneNumber { raw: "17319132391".into(), e164: Some("+8617319132391".into()), kind: NumberKind::Mobile };
+    let number = PhoneNumber {
+        raw: "17319132391".into(),
+        e164: Some("+8617319132391".into()),
+        kind: NumberKind::Mobile,
+    };
     data.caller = Some(number.clone());
     data.callee = Some(number.clone());
     data.display_number = Some(number.clone());
     data.trunk_number = Some(number);
-    data.agent = Some(Agent { number: Some("20001".into()), name: Some("sc的坐席".into()), extension: Some("8001".into()) });
-    data.agent_status = Some(AgentStatus { value: AgentState::WrapUp, raw_code: Some("5".into()), raw_label: Some("整理".into()) });
-    data.queue = Some(Queue { id: Some("630".into()), name: Some("售后".into()) });
-    data.disposition = Some(Disposition { value: DispositionValue::Answered, raw: Some("ANSWER".into()) });
-    data.hangup_side = Some(HangupSide { value: HangupSideValue::Agent, raw: Some("AGENT".into()) });
+    data.agent = Some(Agent {
+        number: Some("20001".into()),
+        name: Some("sc的坐席".into()),
+        extension: Some("8001".into()),
+    });
+    data.agent_status = Some(AgentStatus {
+        value: AgentState::WrapUp,
+        raw_code: Some("5".into()),
+        raw_label: Some("整理".into()),
+    });
+    data.queue = Some(Queue {
+        id: Some("630".into()),
+        name: Some("售后".into()),
+    });
+    data.disposition = Some(Disposition {
+        value: DispositionValue::Answered,
+        raw: Some("ANSWER".into()),
+    });
+    data.hangup_side = Some(HangupSide {
+        value: HangupSideValue::Agent,
+        raw: Some("AGENT".into()),
+    });
     data.hangup_cause = Some("normal".into());
     data.started_at = Some(time);
     data.ringing_at = Some(time);
@@ -58,7 +87,8 @@ fn full_event() -> CloudEvent {
     data.total_seconds = Some(15);
     data.queue_seconds = Some(0);
     data.recording_urls = vec!["https://example.invalid/a.mp3".into()];
-    data.correlation.insert("extras".into(), json!({"orderId": "42"}));
+    data.correlation
+        .insert("extras".into(), json!({"orderId": "42"}));
     data.vendor_fields.insert("billCalls".into(), json!(["x"]));
     CloudEvent {
         id: "0123456789abcdef0123456789abcdef".into(),
@@ -78,7 +108,15 @@ fn full_event() -> CloudEvent {
 fn test_enums_match_the_schema() {
     let data = "/$defs/call_event_data/properties";
     assert_eq!(rust_names(&EventType::ALL), schema_enum("/properties/type"));
-    assert_eq!(rust_names(&[Direction::Inbound, Direction::Outbound, Direction::Internal, Direction::Unknown]), schema_enum(&format!("{data}/direction")));
+    assert_eq!(
+        rust_names(&[
+            Direction::Inbound,
+            Direction::Outbound,
+            Direction::Internal,
+            Direction::Unknown
+        ]),
+        schema_enum(&format!("{data}/direction"))
+    );
     use AgentState::*;
     assert_eq!(
         rust_names(&[Idle, Busy, Dialing, Ringing, Talking, WrapUp, Hold, Mute, Offline, Unknown]),
@@ -86,17 +124,41 @@ fn test_enums_match_the_schema() {
     );
     use DispositionValue as D;
     assert_eq!(
-        rust_names(&[D::Answered, D::NoAnswer, D::Busy, D::Abandoned, D::Failed, D::Rejected, D::Voicemail, D::Blocked, D::Unknown]),
+        rust_names(&[
+            D::Answered,
+            D::NoAnswer,
+            D::Busy,
+            D::Abandoned,
+            D::Failed,
+            D::Rejected,
+            D::Voicemail,
+            D::Blocked,
+            D::Unknown
+        ]),
         schema_enum(&format!("{data}/disposition/properties/value"))
     );
     use HangupSideValue as H;
     assert_eq!(
-        rust_names(&[H::Agent, H::Customer, H::Caller, H::Callee, H::System, H::Unknown]),
+        rust_names(&[
+            H::Agent,
+            H::Customer,
+            H::Caller,
+            H::Callee,
+            H::System,
+            H::Unknown
+        ]),
         schema_enum(&format!("{data}/hangup_side/properties/value"))
     );
     use NumberKind as N;
     assert_eq!(
-        rust_names(&[N::Mobile, N::Landline, N::Service, N::International, N::Extension, N::Unknown]),
+        rust_names(&[
+            N::Mobile,
+            N::Landline,
+            N::Service,
+            N::International,
+            N::Extension,
+            N::Unknown
+        ]),
         schema_enum("/$defs/phone_number/properties/kind")
     );
 }
@@ -104,7 +166,10 @@ fn test_enums_match_the_schema() {
 #[test]
 fn test_as_str_matches_serde() {
     for event_type in EventType::ALL {
-        assert_eq!(serde_json::to_value(event_type).unwrap(), json!(event_type.as_str()));
+        assert_eq!(
+            serde_json::to_value(event_type).unwrap(),
+            json!(event_type.as_str())
+        );
     }
 }
 
@@ -112,7 +177,10 @@ fn test_as_str_matches_serde() {
 fn test_full_event_validates_and_round_trips() {
     let event = full_event();
     let value = serde_json::to_value(&event).unwrap();
-    let errors: Vec<String> = validator().iter_errors(&value).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator()
+        .iter_errors(&value)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     let back: CloudEvent = serde_json::from_value(value).unwrap();
     assert_eq!(back, event);
@@ -122,11 +190,22 @@ fn test_full_event_validates_and_round_trips() {
 fn test_every_data_field_is_in_the_schema() {
     let value = serde_json::to_value(full_event()).unwrap();
     let schema = schema();
-    let properties = schema.pointer("/$defs/call_event_data/properties").unwrap().as_object().unwrap();
+    let properties = schema
+        .pointer("/$defs/call_event_data/properties")
+        .unwrap()
+        .as_object()
+        .unwrap();
     for key in value["data"].as_object().unwrap().keys() {
-        assert!(properties.contains_key(key), "data.{key} is not in the schema");
+        assert!(
+            properties.contains_key(key),
+            "data.{key} is not in the schema"
+        );
     }
-    assert_eq!(value["data"].as_object().unwrap().len(), properties.len(), "schema has properties the type lacks");
+    assert_eq!(
+        value["data"].as_object().unwrap().len(),
+        properties.len(),
+        "schema has properties the type lacks"
+    );
 }
 
 #[test]

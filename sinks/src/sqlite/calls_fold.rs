@@ -26,7 +26,7 @@
 //! | column | rule |
 //! |---|---|
 //! | `vendor` | `data.vendor` of the first event in fold order |
-//! | `direction` | the first non-`unknown` `data.direction` in fold order, else `unknown` |
+//! | `direction` | the first non-`unknown` `data.direction` in preferred order (CDRs first), else `unknown` |
 //! | `caller`, `callee` (+ `_e164`) | the first present number in preferred order; raw and E.164 come from the same number |
 //! | `agent_number`, `agent_name` | each the first non-empty `data.agent.number` / `.name` in preferred order |
 //! | `queue`, `queue_name` | the first queue with an id or a name in preferred order; `queue` is its id, else its name |
@@ -147,7 +147,8 @@ pub fn fold_call(source: &str, call_id: &str, mut events: Vec<StoredCallEvent>) 
         source: source.to_owned(),
         call_id: call_id.to_owned(),
         vendor: first.data.vendor.clone(),
-        direction: events
+        // The CDR is the vendor's final word on the call, so it decides the direction too.
+        direction: preferred
             .iter()
             .map(|event| event.data.direction)
             .find(|direction| *direction != Direction::Unknown)

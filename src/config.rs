@@ -1,0 +1,258 @@
+//! The config file (`callhook.example.toml` documents every option).
+//!
+//! Loading is `parse (serde, unknown keys are errors naming the key) -> validate (typed
+//! values, no I/O) -> build`. With no file, every default applies and the sources `7moor`,
+//! `coocenter` and `uincall` exist with their defaults.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use callhook_ingest::{IngestConfig, IngestSettings, SourceAuthConfig, SourceSettings};
+use callhook_normalizer::{Dialect, NormalizerConfig, NormalizerSettings, SourceContext};
+use callhook_rawlog::embedded::{EmbeddedLogConfig, EmbeddedLogSettings};
+use callhook_sinks::{SqliteSinkConfig, SqliteSinkSettings};
+use chrono::FixedOffset;
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the raw log and the database. Default `./callhook-data`.
+    pub data_dir: PathBuf,
+    /// Address of the public receiver. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`). Default `127.0.0.1:9464`.
+    pub admin_listen: SocketAddr,
+    /// The receiver.
+    pub ingest: IngestConfig,
+    /// The raw log.
+    pub log: LogConfig,
+    /// The consume-map-sink loop.
+    pub normalizer: NormalizerConfig,
+    /// The sinks.
+    pub sink: SinkConfig,
+    /// The sources, by name (`/hooks/{name}`). Empty: `7moor`, `coocenter`, `uincall` with defaults.
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("callhook-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            ingest: IngestConfig::default(),
+            log: LogConfig::default(),
+            normalizer: NormalizerConfig::default(),
+            sink: SinkConfig::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The embedded SQLite log (`[log.embedded]`).
+    pub embedded: EmbeddedLogConfig,
+}
+
+/// The `[sink]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// The SQLite sink (`[sink.sqlite]`).
+    pub sqlite: SqliteSinkConfig,
+}
+
+/// One `[sources.<name>]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The dialect: `7moor` (v7 and v2 shapes), `coocenter` or `uincall`.
+    pub dialect: String,
+    /// The account reported when the push carries none (else the source name is used).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Zone of the vendor's zone-less local times, as `+HH:MM`. Default `+08:00`.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
+    /// This source's body limit in bytes, overriding `[ingest] max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Authentication (`[sources.<name>.auth]`), off by default.
+    #[serde(default)]
+    pub auth: SourceAuthConfig,
+}
+
+fn default_utc_offset() -> String {
+    "+08:00".to_owned()
+}
+
+impl SourceConfig {
+    fn with_dialect(dialect: &str) -> Self {
+        SourceConfig {
+            dialect: dialect.to_owned(),
+            account: None,
+            utc_offset: default_utc_offset(),
+            max_body_bytes: None,
+            auth: SourceAuthConfig::default(),
+        }
+    }
+}
+
+/// Everything validated, ready to build the stages.
+pub struct Settings {
+    /// See [`Config::data_dir`].
+    pub data_dir: PathBuf,
+    /// See [`Config::listen`].
+    pub listen: SocketAddr,
+    /// See [`Config::admin_listen`].
+    pub admin_listen: SocketAddr,
+    /// The receiver.
+    pub ingest: IngestSettings,
+    /// The receiver's sources.
+    pub ingest_sources: BTreeMap<String, SourceSettings>,
+    /// The mapper's sources.
+    pub map_sources: HashMap<String, SourceContext>,
+    /// The raw log.
+    pub log: EmbeddedLogSettings,
+    /// The loop.
+    pub normalizer: NormalizerSettings,
+    /// The SQLite sink.
+    pub sqlite: SqliteSinkSettings,
+}
+
+impl Config {
+    /// Reads and parses a config file; unknown keys are errors that name the key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config `{}`", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config `{}`", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Returns the configured sources, or the three defaults when none is configured.
+    pub fn effective_sources(&self) -> BTreeMap<String, SourceConfig> {
+        if !self.sources.is_empty() {
+            return self.sources.clone();
+        }
+        ["7moor", "coocenter", "uincall"]
+            .into_iter()
+            .map(|name| (name.to_owned(), SourceConfig::with_dialect(name)))
+            .collect()
+    }
+
+    /// Checks every value and turns the config into typed settings. Does no I/O.
+    pub fn validate(&self) -> anyhow::Result<Settings> {
+        let mut ingest_sources = BTreeMap::new();
+        let mut map_sources = HashMap::new();
+        for (name, source) in self.effective_sources() {
+            let (ingest, context) = validate_source(&name, &source)
+                .with_context(|| format!("in `[sources.{name}]`"))?;
+            ingest_sources.insert(name.clone(), ingest);
+            map_sources.insert(name, context);
+        }
+        Ok(Settings {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            ingest: self.ingest.validate().context("in `[ingest]`")?,
+            ingest_sources,
+            map_sources,
+            log: self
+                .log
+                .embedded
+                .validate(&self.data_dir)
+                .context("in `[log.embedded]`")?,
+            normalizer: self.normalizer.validate().map_err(anyhow::Error::msg)?,
+            sqlite: self
+                .sink
+                .sqlite
+                .validate(&self.data_dir)
+                .context("in `[sink.sqlite]`")?,
+        })
+    }
+}
+
+fn validate_source(
+    name: &str,
+    source: &SourceConfig,
+) -> anyhow::Result<(SourceSettings, SourceContext)> {
+    let Some(dialect) = Dialect::from_name(&source.dialect) else {
+        bail!(
+            "dialect `{}` is not one of `7moor`, `coocenter`, `uincall`",
+            source.dialect
+        );
+    };
+    let utc_offset: FixedOffset = source.utc_offset.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "`utc_offset` `{}` is not an offset like `+08:00`",
+            source.utc_offset
+        )
+    })?;
+    let auth = source.auth.validate()?;
+    let mut context = SourceContext::new(name, dialect);
+    context.account = source.account.clone().filter(|a| !a.trim().is_empty());
+    context.utc_offset = utc_offset;
+    context.redact_params = vec![source.auth.token_query_param.clone()];
+    let ingest = SourceSettings::new(auth, source.max_body_bytes)?;
+    Ok((ingest, context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_defaults_have_three_sources() {
+        let settings = Config::default().validate().unwrap();
+        let names: Vec<&String> = settings.ingest_sources.keys().collect();
+        assert_eq!(names, ["7moor", "coocenter", "uincall"]);
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.log.path, PathBuf::from("callhook-data/rawlog.db"));
+    }
+
+    #[test]
+    fn test_unknown_keys_are_named() {
+        let error = format!(
+            "{:#}",
+            Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3").unwrap_err()
+        );
+        assert!(error.contains("listen_port"), "{error}");
+        let nested = format!(
+            "{:#}",
+            Config::parse("[sources.a]\ndialect = \"7moor\"\ntimezone = \"+08:00\"").unwrap_err()
+        );
+        assert!(nested.contains("timezone"), "{nested}");
+        let deep = format!(
+            "{:#}",
+            Config::parse("[log.embedded]\nretention_days = 3").unwrap_err()
+        );
+        assert!(deep.contains("retention_days"), "{deep}");
+    }
+
+    #[test]
+    fn test_bad_values_are_explained() {
+        let config = Config::parse("[sources.x]\ndialect = \"genesys\"").unwrap();
+        assert!(format!("{:#}", config.validate().err().unwrap()).contains("genesys"));
+        let config =
+            Config::parse("[sources.x]\ndialect = \"7moor\"\nutc_offset = \"CST\"").unwrap();
+        assert!(format!("{:#}", config.validate().err().unwrap()).contains("CST"));
+    }
+
+    #[test]
+    fn test_example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("callhook.example.toml");
+        let config = Config::load(&path).unwrap();
+        config.validate().unwrap();
+    }
+}

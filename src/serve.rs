@@ -1,0 +1,123 @@
+//! `callhook serve`: receiver + embedded raw log + normalizer + SQLite sink in one process.
+//!
+//! Shutdown (SIGTERM or ctrl-c): the receivers stop accepting and finish in-flight requests
+//! (each already durable or refused), the normalizer commits its current batch and stops, the
+//! raw log drains its queue and closes; the process exits 0. Records the normalizer did not
+//! reach stay in the raw log and are consumed at the next start.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use callhook_ingest::{AdminState, Receiver};
+use callhook_normalizer::Normalizer;
+use callhook_rawlog::embedded::EmbeddedLog;
+use callhook_rawlog::LogAppender;
+use callhook_sinks::SqliteSink;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+
+/// Runs every stage until a shutdown signal, then stops them in order.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory `{}`",
+            settings.data_dir.display()
+        )
+    })?;
+    let log = Arc::new(EmbeddedLog::open(settings.log.clone()).context("cannot open the raw log")?);
+    let sink = SqliteSink::open(&settings.sqlite).context("cannot open the SQLite sink")?;
+    let reader = log.reader().context("cannot open a raw-log reader")?;
+    let normalizer = Normalizer::new(
+        reader,
+        sink,
+        settings.map_sources.clone(),
+        settings.normalizer.clone(),
+    )
+    .context("cannot start the normalizer")?;
+
+    let stop_normalizer = Arc::new(AtomicBool::new(false));
+    let normalizer_thread = {
+        let stop = Arc::clone(&stop_normalizer);
+        // SQLite blocks; the loop gets its own OS thread, never a runtime worker.
+        std::thread::Builder::new()
+            .name("normalizer".into())
+            .spawn(move || normalizer.run(stop))?
+    };
+
+    let appender: Arc<dyn LogAppender> = log.clone();
+    let receiver = Arc::new(Receiver::new(
+        settings.ingest.clone(),
+        settings.ingest_sources.clone(),
+        Arc::clone(&appender),
+    )?);
+    let admin = Arc::new(AdminState::new(appender));
+    let public = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", settings.admin_listen))?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(%public_addr, %admin_addr, data_dir = %settings.data_dir.display(), sources = ?receiver.source_names(), "callhook serving");
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("callhook listening public={public_addr} admin={admin_addr}");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let public_task = tokio::spawn(callhook_ingest::run(
+        public,
+        receiver,
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(callhook_ingest::run_admin(
+        admin_listener,
+        admin,
+        stopped(stop_rx),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutdown requested: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    stop_normalizer.store(true, Ordering::Release);
+    let normalizer_result = tokio::task::spawn_blocking(move || normalizer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the normalizer thread panicked"))?;
+    let close_result = log.close();
+    normalizer_result.context("the normalizer stopped with an error")?;
+    close_result.context("the raw log did not close cleanly")?;
+    tracing::info!("callhook stopped cleanly");
+    Ok(())
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
