@@ -12,6 +12,7 @@
 //! Modules: [`record`] (the record and its metadata), [`embedded`] (the SQLite implementation).
 
 pub mod embedded;
+pub mod kafka;
 pub mod kafka_codec;
 pub mod record;
 

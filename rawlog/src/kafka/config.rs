@@ -1,0 +1,386 @@
+//! Configuration of the Kafka raw log: the serde struct read from `[log.kafka]` and its
+//! validation into typed settings.
+//!
+//! Validation does no I/O. It rejects librdkafka overrides that would conflict with a typed
+//! option or weaken a guarantee of [`super::KafkaLog`] (see [`GUARDED_PROPERTIES`]), so a
+//! config that passes `callhook check-config` cannot silently turn off idempotence or the
+//! delivery reports the acknowledgement waits for.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::embedded::{EmbeddedLogConfig, EmbeddedLogSettings};
+
+/// The spool file name used under the data directory when `spool.path` is not set.
+pub const DEFAULT_SPOOL_FILE_NAME: &str = "spool.db";
+
+/// The default raw topic.
+pub const DEFAULT_RAW_TOPIC: &str = "callhook.raw";
+
+/// The largest partition count accepted for a topic callhook creates (a sanity bound).
+pub const MAX_TOPIC_PARTITIONS: u32 = 10_000;
+
+/// The longest `ack_timeout_ms` accepted: a push waits this long before its answer.
+pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
+
+/// Extra time librdkafka gives a message past `ack_timeout_ms` before it expires it itself.
+/// Our own timer must fire first: on it the log purges every queued message at once (see the
+/// module doc of [`super`]), which keeps per-partition order; librdkafka's per-message expiry
+/// would let a later message of the same partition through after an earlier one expired. The
+/// librdkafka timeout is only the safety net that bounds how long a message can linger.
+pub const MESSAGE_TIMEOUT_MARGIN_MS: u64 = 1_000;
+
+/// librdkafka properties callhook sets itself or relies on, with why they cannot be overridden.
+pub const GUARDED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "is set from `brokers`"),
+    ("metadata.broker.list", "is set from `brokers`"),
+    (
+        "enable.idempotence",
+        "must stay `true`: it keeps per-partition order and avoids duplicates on retries",
+    ),
+    (
+        "acks",
+        "is chosen by librdkafka for the idempotent producer (`all`)",
+    ),
+    (
+        "request.required.acks",
+        "is chosen by librdkafka for the idempotent producer (`all`)",
+    ),
+    (
+        "transactional.id",
+        "would make the raw producer transactional, which the ack path does not drive",
+    ),
+    (
+        "retries",
+        "is left to librdkafka (the idempotent producer needs its retries)",
+    ),
+    (
+        "message.send.max.retries",
+        "is left to librdkafka (the idempotent producer needs its retries)",
+    ),
+    (
+        "message.timeout.ms",
+        "is derived from `ack_timeout_ms` (and `forwarder_delivery_timeout_ms`)",
+    ),
+    (
+        "delivery.timeout.ms",
+        "is derived from `ack_timeout_ms` (and `forwarder_delivery_timeout_ms`)",
+    ),
+    (
+        "partitioner",
+        "must be the same on every receiver (`murmur2_random`) or keys move between partitions",
+    ),
+    (
+        "delivery.report.only.error",
+        "would suppress the delivery reports the acknowledgement waits for",
+    ),
+];
+
+/// The largest `max.in.flight.requests.per.connection` that keeps idempotent ordering.
+pub const MAX_IN_FLIGHT_FOR_IDEMPOTENCE: u32 = 5;
+
+/// Why a [`KafkaLogConfig`] was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A field is out of its allowed range.
+    #[error("`log.kafka.{field}` {reason}")]
+    InvalidField {
+        /// The TOML field name.
+        field: &'static str,
+        /// What is wrong with it (lowercase, no trailing period).
+        reason: String,
+    },
+    /// A librdkafka override conflicts with a typed option or a guarantee.
+    #[error("`log.kafka.{table}` key `{key}` cannot be overridden: it {reason}")]
+    GuardedProperty {
+        /// `producer` or `client`.
+        table: &'static str,
+        /// The librdkafka property.
+        key: String,
+        /// Why it is guarded.
+        reason: String,
+    },
+    /// The spool section is invalid.
+    #[error("in `log.kafka.spool`: {0}")]
+    Spool(#[from] crate::embedded::ConfigError),
+}
+
+/// The result type of config validation.
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The `[log.kafka]` section of the binary's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaLogConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// The raw topic every push is produced to.
+    pub raw_topic: String,
+    /// Partitions of the raw topic when callhook creates it (an existing topic keeps its own).
+    pub raw_topic_partitions: u32,
+    /// Replication factor of the raw topic when callhook creates it; `-1` uses the broker's
+    /// `default.replication.factor`.
+    pub raw_topic_replication_factor: i32,
+    /// Create the raw topic with the admin client when it is missing (at start, and when the
+    /// forwarder finds it missing after an outage).
+    pub create_topics: bool,
+    /// How long a push waits for Kafka's delivery report before it goes to the spool instead,
+    /// in milliseconds. Also the timeout of the forwarder's health probe.
+    pub ack_timeout_ms: u64,
+    /// librdkafka properties for every client callhook creates for this cluster (producers,
+    /// admin clients, and the normalizer's consumers): put security settings here.
+    pub client: BTreeMap<String, String>,
+    /// librdkafka properties for the raw producers only, e.g. `"linger.ms" = "5"`. Keys that
+    /// conflict with a typed option or a guarantee are rejected (see `GUARDED_PROPERTIES`).
+    pub producer: BTreeMap<String, String>,
+    /// Records the forwarder reads from the spool and sends together; their spool offsets are
+    /// committed once every one of them is confirmed.
+    pub forwarder_batch_records: usize,
+    /// How long the forwarder waits for a batch's delivery reports before it gives up, purges
+    /// what is unsent and backs off, in milliseconds.
+    pub forwarder_delivery_timeout_ms: u64,
+    /// Longest pause between two health probes while Kafka is down, in milliseconds (the pause
+    /// starts at 100 ms and doubles).
+    pub forwarder_backoff_max_ms: u64,
+    /// The local durable spool (an embedded log) that takes pushes while Kafka cannot. The
+    /// defaults are those of `[log.embedded]` except `path` (`<data_dir>/spool.db`),
+    /// `retention_hours` (0: forwarded records are deleted at the next retention pass) and
+    /// `retention_check_interval_ms` (10000).
+    #[serde(deserialize_with = "deserialize_spool")]
+    pub spool: EmbeddedLogConfig,
+}
+
+impl Default for KafkaLogConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            raw_topic: DEFAULT_RAW_TOPIC.to_owned(),
+            raw_topic_partitions: 6,
+            raw_topic_replication_factor: -1,
+            create_topics: true,
+            ack_timeout_ms: 2_000,
+            client: BTreeMap::new(),
+            producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
+            forwarder_batch_records: 2_000,
+            forwarder_delivery_timeout_ms: 30_000,
+            forwarder_backoff_max_ms: 5_000,
+            spool: default_spool(),
+        }
+    }
+}
+
+/// Returns the spool defaults: `[log.embedded]`'s, with forwarded records deleted promptly.
+pub fn default_spool() -> EmbeddedLogConfig {
+    EmbeddedLogConfig {
+        retention_hours: 0,
+        retention_check_interval_ms: 10_000,
+        ..EmbeddedLogConfig::default()
+    }
+}
+
+/// Reads a `[log.kafka.spool]` table over the spool defaults (not over `[log.embedded]`'s),
+/// so a table that sets only `path` still deletes forwarded records promptly.
+fn deserialize_spool<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<EmbeddedLogConfig, D::Error> {
+    use serde::de::Error as _;
+    let table = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    let mut merged = match serde_json::to_value(default_spool()) {
+        Ok(serde_json::Value::Object(defaults)) => defaults,
+        _ => return Err(D::Error::custom("spool defaults are not a table")),
+    };
+    merged.extend(table);
+    serde_json::from_value(serde_json::Value::Object(merged)).map_err(D::Error::custom)
+}
+
+/// Validated, typed settings for [`super::KafkaLog::start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaLogSettings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The raw topic.
+    pub raw_topic: String,
+    /// Partitions of the raw topic when created.
+    pub raw_topic_partitions: NonZeroU32,
+    /// Replication factor of the raw topic when created (`-1`: the broker's default).
+    pub raw_topic_replication_factor: i32,
+    /// Whether callhook creates the raw topic when missing.
+    pub create_topics: bool,
+    /// The delivery-report bound of one push.
+    pub ack_timeout: Duration,
+    /// Properties for every client of this cluster.
+    pub client: BTreeMap<String, String>,
+    /// Properties for the raw producers.
+    pub producer: BTreeMap<String, String>,
+    /// Records per forwarder batch.
+    pub forwarder_batch_records: NonZeroUsize,
+    /// The forwarder's delivery bound per batch.
+    pub forwarder_delivery_timeout: Duration,
+    /// The longest pause between health probes.
+    pub forwarder_backoff_max: Duration,
+    /// The spool.
+    pub spool: EmbeddedLogSettings,
+}
+
+impl KafkaLogConfig {
+    /// Returns typed settings, with the spool at `<data_dir>/spool.db` unless `spool.path` is
+    /// set. Does no I/O.
+    pub fn validate(&self, data_dir: &Path) -> Result<KafkaLogSettings> {
+        if self
+            .brokers
+            .split(',')
+            .all(|broker| broker.trim().is_empty())
+        {
+            return Err(invalid("brokers", "must name at least one `host:port`"));
+        }
+        if self.raw_topic.is_empty()
+            || self.raw_topic.len() > 249
+            || !self
+                .raw_topic
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "raw_topic",
+                "must be 1 to 249 characters of `a-z A-Z 0-9 . _ -`",
+            ));
+        }
+        let raw_topic_partitions = NonZeroU32::new(self.raw_topic_partitions)
+            .filter(|count| count.get() <= MAX_TOPIC_PARTITIONS)
+            .ok_or_else(|| {
+                invalid(
+                    "raw_topic_partitions",
+                    &format!("must be between 1 and {MAX_TOPIC_PARTITIONS}"),
+                )
+            })?;
+        if self.raw_topic_replication_factor == 0 || self.raw_topic_replication_factor < -1 {
+            return Err(invalid(
+                "raw_topic_replication_factor",
+                "must be at least 1, or -1 for the broker's default",
+            ));
+        }
+        let ack_timeout = bounded_ms("ack_timeout_ms", self.ack_timeout_ms, MAX_ACK_TIMEOUT_MS)?;
+        check_overrides("client", &self.client)?;
+        check_overrides("producer", &self.producer)?;
+        let spool_config = EmbeddedLogConfig {
+            path: Some(
+                self.spool
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join(DEFAULT_SPOOL_FILE_NAME)),
+            ),
+            ..self.spool.clone()
+        };
+        Ok(KafkaLogSettings {
+            brokers: self.brokers.clone(),
+            raw_topic: self.raw_topic.clone(),
+            raw_topic_partitions,
+            raw_topic_replication_factor: self.raw_topic_replication_factor,
+            create_topics: self.create_topics,
+            ack_timeout,
+            client: self.client.clone(),
+            producer: self.producer.clone(),
+            forwarder_batch_records: NonZeroUsize::new(self.forwarder_batch_records)
+                .ok_or_else(|| invalid("forwarder_batch_records", "must be at least 1"))?,
+            forwarder_delivery_timeout: bounded_ms(
+                "forwarder_delivery_timeout_ms",
+                self.forwarder_delivery_timeout_ms,
+                3_600_000,
+            )?,
+            forwarder_backoff_max: bounded_ms(
+                "forwarder_backoff_max_ms",
+                self.forwarder_backoff_max_ms,
+                600_000,
+            )?,
+            spool: spool_config.validate(data_dir)?,
+        })
+    }
+}
+
+impl KafkaLogSettings {
+    /// Returns the base config of every client of this cluster: `bootstrap.servers` and the
+    /// `client` table. The normalizer's consumers start from it too.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Returns the config of a raw producer whose messages librdkafka expires after
+    /// `message_timeout`: the client config, the `producer` table, then the guarded
+    /// properties (idempotence, Java-compatible partitioner, the timeout).
+    pub fn producer_config(&self, message_timeout: Duration) -> ClientConfig {
+        let mut config = self.client_config();
+        for (key, value) in &self.producer {
+            config.set(key, value);
+        }
+        config
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            );
+        config
+    }
+
+    /// Returns the librdkafka message timeout of the direct (acknowledging) producer:
+    /// `ack_timeout` plus [`MESSAGE_TIMEOUT_MARGIN_MS`].
+    pub fn direct_message_timeout(&self) -> Duration {
+        self.ack_timeout + Duration::from_millis(MESSAGE_TIMEOUT_MARGIN_MS)
+    }
+}
+
+fn check_overrides(table: &'static str, overrides: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in overrides {
+        let guarded = |reason: &str| ConfigError::GuardedProperty {
+            table,
+            key: key.clone(),
+            reason: reason.to_owned(),
+        };
+        if key.trim().is_empty() {
+            return Err(guarded("is empty"));
+        }
+        if let Some((_, reason)) = GUARDED_PROPERTIES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key.trim()))
+        {
+            return Err(guarded(reason));
+        }
+        let in_flight_keys = ["max.in.flight.requests.per.connection", "max.in.flight"];
+        if in_flight_keys.contains(&key.trim()) {
+            let within = value
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|count| (1..=MAX_IN_FLIGHT_FOR_IDEMPOTENCE).contains(&count));
+            if !within {
+                return Err(guarded(&format!(
+                    "must be between 1 and {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} for the idempotent producer to keep order (got `{value}`)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bounded_ms(field: &'static str, value: u64, max: u64) -> Result<Duration> {
+    if value == 0 || value > max {
+        return Err(invalid(field, &format!("must be between 1 and {max}")));
+    }
+    Ok(Duration::from_millis(value))
+}
+
+fn invalid(field: &'static str, reason: &str) -> ConfigError {
+    ConfigError::InvalidField {
+        field,
+        reason: reason.to_owned(),
+    }
+}
