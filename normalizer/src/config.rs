@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::kafka::KafkaConsumerConfig;
+
 /// How the consume-map-sink loop runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +22,8 @@ pub struct NormalizerConfig {
     pub idle_wait_ms: u64,
     /// How often dedupe keys older than the sink's dedupe window are pruned, in seconds.
     pub prune_interval_seconds: u64,
+    /// How the loop consumes the raw topic in Kafka mode (`[normalizer.kafka]`).
+    pub kafka: KafkaConsumerConfig,
 }
 
 impl Default for NormalizerConfig {
@@ -30,6 +34,7 @@ impl Default for NormalizerConfig {
             dedupe_cache_keys: 200_000,
             idle_wait_ms: 500,
             prune_interval_seconds: 3600,
+            kafka: KafkaConsumerConfig::default(),
         }
     }
 }

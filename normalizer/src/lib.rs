@@ -8,12 +8,16 @@
 //! - Shared pieces: [`payload`] (query + body into one field map: JSON, JSON5, JS literals,
 //!   forms), [`fields`] (consuming typed access; leftovers become `vendor_fields`), [`time`]
 //!   (every vendor time format), [`phone`] (raw + E.164), [`build`] (ids, envelopes, dedupe keys).
+//! - The consume-map-sink loops: [`pipeline`] over the embedded raw log, [`kafka`] as a member
+//!   of a Kafka consumer group over the raw topic (SQLite sink, optional Kafka sink); both map,
+//!   dedupe and dead-letter through [`pipeline::records`].
 
 pub mod build;
 mod config;
 pub mod dedupe;
 pub mod error;
 pub mod fields;
+pub mod kafka;
 pub mod lenient;
 pub mod mapping;
 pub mod payload;
@@ -26,6 +30,7 @@ pub mod vendors;
 
 pub use build::{Draft, Mapped};
 pub use error::MapError;
+pub use kafka::{KafkaConsumerConfig, KafkaConsumerSettings, KafkaNormalizer};
 pub use mapping::map_push;
 pub use pipeline::{Normalizer, NormalizerConfig, NormalizerSettings, PipelineError};
 pub use push::{china_offset, Dialect, RawPush, SourceContext};

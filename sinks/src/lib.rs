@@ -9,6 +9,8 @@
 //! - [`sqlite`]: the embedded SQLite sink (`<data-dir>/callhook.db`): the `events` log, the
 //!   order-independent `calls` and `agents` projections, dead letters, consumer offsets and the
 //!   persistent half of the dedupe store.
+//! - [`kafka`]: the Kafka sink (Kafka mode): canonical events as CloudEvents in Kafka binary
+//!   mode keyed by subject, dead letters with the raw bytes; idempotent or transactional.
 //! - [`metrics`]: the `callhook_sink_*` metric families every sink shares.
 //!
 //! Guarantee (SQLite sink): after any crash each event is in the sink exactly once. The events,
@@ -17,8 +19,10 @@
 //! [`sqlite::SqliteSink::stored_offsets`]; see the [`sqlite`] module for how that is kept.
 
 pub mod batch;
+pub mod kafka;
 pub mod metrics;
 pub mod sqlite;
 
 pub use batch::{CommitOutcome, SinkBatch, SinkItem};
+pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError, KafkaSinkSettings};
 pub use sqlite::{SqliteSink, SqliteSinkConfig, SqliteSinkError, SqliteSinkSettings};

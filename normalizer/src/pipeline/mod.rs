@@ -19,24 +19,21 @@
 //! - After the sink commit, the raw log's own committed offset for the group is advanced too;
 //!   that one only drives retention, so losing it in a crash is harmless.
 
+pub mod records;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callhook_rawlog::embedded::LogReader;
-use callhook_rawlog::StoredRecord;
-use callhook_sinks::{SinkBatch, SinkItem, SqliteSink};
-use chrono::Utc;
+use callhook_sinks::SqliteSink;
 
-use crate::dedupe::DedupeCache;
-use crate::push::{RawPush, SourceContext};
-use crate::telemetry::{BatchProcessed, NormalizerMetrics, RecordOutcome};
+use crate::push::SourceContext;
+use crate::telemetry::NormalizerMetrics;
+use records::{DedupePruner, PendingBatch, RecordMapper};
 
 pub use crate::config::{NormalizerConfig, NormalizerSettings};
-
-/// Longest dead-letter detail stored; mapper errors name fields, never payloads.
-const MAX_DETAIL_CHARS: usize = 512;
 
 /// Why the loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +44,9 @@ pub enum PipelineError {
     /// The sink failed in a way a retry will not fix.
     #[error("sink failed: {0}")]
     Sink(#[from] callhook_sinks::SqliteSinkError),
+    /// The Kafka consumer or the Kafka sink failed in a way a retry will not fix.
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::kafka::KafkaPipelineError),
 }
 
 /// The normalizer: owns a raw-log reader, the SQLite sink and the dedupe LRU. Every method
@@ -54,12 +54,11 @@ pub enum PipelineError {
 pub struct Normalizer {
     reader: LogReader,
     sink: SqliteSink,
-    sources: HashMap<String, SourceContext>,
-    cache: DedupeCache,
+    mapper: RecordMapper,
     settings: NormalizerSettings,
     next_offsets: Vec<u64>,
     metrics: NormalizerMetrics,
-    last_prune: Option<Instant>,
+    pruner: DedupePruner,
 }
 
 impl Normalizer {
@@ -80,17 +79,17 @@ impl Normalizer {
             let start = reader.log_start_offset(partition)?;
             next_offsets.push(stored.get(&partition).copied().unwrap_or(start).max(start));
         }
-        let cache = DedupeCache::new(settings.dedupe_cache_keys);
-        let metrics = NormalizerMetrics::new(sources.keys().map(String::as_str));
+        let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
+        let metrics = NormalizerMetrics::new(mapper.source_names());
+        let pruner = DedupePruner::new(settings.prune_interval);
         Ok(Normalizer {
             reader,
             sink,
-            sources,
-            cache,
+            mapper,
             settings,
             next_offsets,
             metrics,
-            last_prune: None,
+            pruner,
         })
     }
 
@@ -119,7 +118,7 @@ impl Normalizer {
                 }
                 Err(error) => return Err(error),
             }
-            self.maybe_prune();
+            self.pruner.maybe_prune(&mut self.sink);
         }
     }
 
@@ -137,31 +136,28 @@ impl Normalizer {
 
     /// Reads, maps and commits one batch; returns how many records it consumed.
     pub fn step(&mut self) -> Result<usize, PipelineError> {
-        let started = Instant::now();
-        let mut batch = SinkBatch {
-            consumer: self.settings.consumer_group.clone(),
-            ..SinkBatch::default()
-        };
-        let mut consumed = 0;
-        let mut outcomes = Vec::new();
+        let mut pending = PendingBatch::new(&self.settings.consumer_group);
         for partition in 0..self.reader.partitions() {
             let from = self.next_offsets[partition as usize];
             let records = self
                 .reader
                 .read(partition, from, self.settings.max_batch_records)?;
             let Some(last) = records.last() else { continue };
-            batch.offsets.push((partition, last.position.offset + 1));
-            consumed += records.len();
+            pending
+                .batch
+                .offsets
+                .push((partition, last.position.offset + 1));
             for record in &records {
-                outcomes.push(self.process(record, &mut batch.items));
+                pending.add(&mut self.mapper, record);
             }
         }
+        let consumed = pending.records();
         if consumed == 0 {
             self.record_lag()?;
             return Ok(0);
         }
-        let outcome = self.sink.commit_batch(&batch)?;
-        for (partition, next) in &batch.offsets {
+        let outcome = self.sink.commit_batch(&pending.batch)?;
+        for (partition, next) in &pending.batch.offsets {
             self.next_offsets[*partition as usize] = *next;
             if let Err(error) = self
                 .reader
@@ -170,63 +166,9 @@ impl Normalizer {
                 tracing::warn!(error = %error, partition, "could not record the consumed offset in the raw log (retention only)");
             }
         }
-        for item in &batch.items {
-            if let SinkItem::Push {
-                source, dedupe_key, ..
-            } = item
-            {
-                self.cache.remember(source, dedupe_key);
-            }
-        }
-        BatchProcessed {
-            records: consumed,
-            outcomes: &outcomes,
-            items: &batch.items,
-            commit: &outcome,
-            elapsed: started.elapsed(),
-        }
-        .emit(&self.metrics);
+        pending.committed(&mut self.mapper, &outcome, &self.metrics);
         self.record_lag()?;
         Ok(consumed)
-    }
-
-    fn process(&mut self, stored: &StoredRecord, items: &mut Vec<SinkItem>) -> RecordOutcome {
-        let record = &stored.record;
-        let Some(ctx) = self.sources.get(&record.source) else {
-            items.push(dead_letter(
-                stored,
-                "unknown_source",
-                format!("source `{}` is not configured", record.source),
-            ));
-            return RecordOutcome::DeadLetter;
-        };
-        let push = RawPush {
-            method: &record.method,
-            content_type: record.content_type.as_deref(),
-            query: record.query.as_deref(),
-            headers: &record.headers,
-            body: &record.body,
-            received_at: record.received_at,
-        };
-        match crate::map_push(&push, ctx) {
-            Ok(mapped) if self.cache.contains(&record.source, &mapped.dedupe_key) => {
-                RecordOutcome::DuplicateInCache
-            }
-            Ok(mapped) => {
-                items.push(SinkItem::Push {
-                    source: record.source.clone(),
-                    dedupe_key: mapped.dedupe_key,
-                    received_at: record.received_at,
-                    events: mapped.events,
-                });
-                RecordOutcome::Mapped
-            }
-            Err(error) => {
-                tracing::debug!(reason = error.reason(), raw_ref = %stored.position, source = %record.source, "push dead-lettered");
-                items.push(dead_letter(stored, error.reason(), error.to_string()));
-                RecordOutcome::DeadLetter
-            }
-        }
     }
 
     fn record_lag(&self) -> Result<(), PipelineError> {
@@ -241,24 +183,6 @@ impl Normalizer {
         Ok(())
     }
 
-    fn maybe_prune(&mut self) {
-        let due = self
-            .last_prune
-            .is_none_or(|at| at.elapsed() >= self.settings.prune_interval);
-        if !due {
-            return;
-        }
-        self.last_prune = Some(Instant::now());
-        let window = chrono::Duration::from_std(self.sink.dedupe_window())
-            .unwrap_or(chrono::Duration::days(7));
-        match self.sink.prune_dedupe_keys(Utc::now() - window) {
-            Ok(removed) => tracing::debug!(removed, "pruned dedupe keys past the window"),
-            Err(error) => {
-                tracing::warn!(error = %error, "pruning dedupe keys failed; retrying later")
-            }
-        }
-    }
-
     /// Returns the next offset to consume per partition.
     pub fn positions(&self) -> &[u64] {
         &self.next_offsets
@@ -266,16 +190,6 @@ impl Normalizer {
 
     /// Returns the number of keys in the dedupe LRU.
     pub fn cached_keys(&self) -> usize {
-        self.cache.len()
-    }
-}
-
-fn dead_letter(stored: &StoredRecord, reason: &str, detail: String) -> SinkItem {
-    SinkItem::DeadLetter {
-        raw_ref: stored.position.to_string(),
-        source: stored.record.source.clone(),
-        reason: reason.to_owned(),
-        detail: detail.chars().take(MAX_DETAIL_CHARS).collect(),
-        received_at: stored.record.received_at,
+        self.mapper.cached_keys()
     }
 }

@@ -1,0 +1,47 @@
+//! The normalizer as a Kafka consumer-group member: the raw topic in, the SQLite sink and
+//! (optionally) the Kafka sink out.
+//!
+//! # Guarantee: each event is in the SQLite sink exactly once; in the Kafka topics at least
+//! # once, or exactly once with transactions
+//!
+//! - **In order per partition.** One `BaseConsumer` on the loop's own thread reads the
+//!   partitions this member is assigned (`enable.auto.commit=false`,
+//!   `enable.auto.offset.store=false`); a batch is records of several partitions, each in
+//!   offset order, mapped by the same code as the embedded loop
+//!   ([`crate::pipeline::records`]).
+//! - **SQLite is authoritative for where to resume.** On every assignment each partition is
+//!   assigned *at* the SQLite sink's stored offset for this consumer (`<group>@<topic>`), or
+//!   at its start when none is stored. The SQLite sink commits a batch's events, dedupe keys,
+//!   dead letters and next offsets in one transaction, so a record is either wholly in SQLite
+//!   or read again; re-reads are dropped by the dedupe keys and the unique event ids.
+//! - **Every sink confirms before the offsets move.** A batch goes to the Kafka sink first
+//!   and the loop waits for every delivery report (or the transaction's commit); only then
+//!   does the SQLite sink commit the batch with its offsets; only then are the offsets
+//!   committed to the consumer group (for lag tooling). A batch that any sink refuses is
+//!   abandoned, the partitions are sought back to its first records, and it is read again
+//!   after a backoff: offsets never pass an unconfirmed record.
+//! - **Rebalances.** The callback runs inside `poll`, between batches, so nothing is half
+//!   committed when it runs; records read since the last commit are abandoned and read again
+//!   by the partition's next owner from the SQLite offsets ([`rebalance`]).
+//! - **Kafka topics.** Records below the group's committed offset (read at assignment) are
+//!   already in the topics and are not produced again; a push whose dedupe key SQLite already
+//!   holds is a vendor's re-send and is not produced either. Without transactions a crash
+//!   between Kafka's confirmation and the SQLite commit re-sends that batch (at least once,
+//!   same `ce_id`s); with `transactional_id` the records and the consumed offsets commit in
+//!   one Kafka transaction before SQLite commits, so neither store ever holds a batch twice.
+//!
+//! The reasoning, including the rule between the two offset stores, is in `design.md` beside
+//! this file. Modules: [`config`] (`[normalizer.kafka]`), [`consumer`] (the loop),
+//! [`rebalance`] (the callback), [`batch`], [`produce`] (the Kafka-sink step), [`metrics`].
+
+pub mod batch;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod metrics;
+pub mod produce;
+pub mod rebalance;
+
+pub use config::{KafkaConsumerConfig, KafkaConsumerSettings};
+pub use consumer::{KafkaNormalizer, LoopHealth};
+pub use error::KafkaPipelineError;

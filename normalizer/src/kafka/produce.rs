@@ -1,0 +1,114 @@
+//! The Kafka-sink step of a batch: which records go to the topics, and the wait for Kafka to
+//! confirm them (delivery reports, or the transaction's commit with the consumed offsets).
+//!
+//! A record is produced only if the topics do not hold it yet:
+//! - its offset is at or past the partition's "in topics below" mark (the group's committed
+//!   offset at assignment, advanced by every batch Kafka confirmed; see `design.md`);
+//! - for a push, its dedupe key is neither earlier in the same batch nor already in the SQLite
+//!   sink's dedupe table: a key stored there was produced with the batch that stored it
+//!   (Kafka confirms before SQLite commits), so a second push with that key is a vendor's
+//!   re-send, dropped from the topics as it is from SQLite.
+
+use std::collections::{BTreeMap, HashSet};
+
+use callhook_sinks::kafka::KafkaDeadLetter;
+use callhook_sinks::{
+    CommitOutcome, KafkaSink, KafkaSinkError, SinkItem, SqliteSink, SqliteSinkError,
+};
+use rdkafka::consumer::ConsumerGroupMetadata;
+
+use super::batch::KafkaBatch;
+
+/// Why the Kafka step of a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// The Kafka sink did not confirm the batch.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
+    /// The dedupe table could not be read.
+    #[error("dedupe lookup failed: {0}")]
+    Sqlite(#[from] SqliteSinkError),
+}
+
+impl ProduceError {
+    /// Returns true when the batch may be retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProduceError::Kafka(error) => error.is_retryable(),
+            ProduceError::Sqlite(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// Produces what the topics lack and waits for Kafka to confirm it; with transactions,
+/// `group` is the consumer's group metadata and the batch's offsets join the transaction.
+/// On error the batch is aborted in the sink.
+pub fn produce_batch(
+    sink: &mut KafkaSink,
+    sqlite: &SqliteSink,
+    batch: &KafkaBatch,
+    in_topics_below: &BTreeMap<i32, i64>,
+    group: Option<&ConsumerGroupMetadata>,
+) -> Result<CommitOutcome, ProduceError> {
+    sink.begin_batch()?;
+    let result = send_and_commit(sink, sqlite, batch, in_topics_below, group);
+    if result.is_err() {
+        sink.abort_batch();
+    }
+    result
+}
+
+fn send_and_commit(
+    sink: &mut KafkaSink,
+    sqlite: &SqliteSink,
+    batch: &KafkaBatch,
+    in_topics_below: &BTreeMap<i32, i64>,
+    group: Option<&ConsumerGroupMetadata>,
+) -> Result<CommitOutcome, ProduceError> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    for consumed in &batch.records {
+        let Some(index) = consumed.item else { continue };
+        let position = consumed.stored.position;
+        let below = i32::try_from(position.partition)
+            .ok()
+            .and_then(|partition| in_topics_below.get(&partition))
+            .copied()
+            .unwrap_or(-1);
+        if i64::try_from(position.offset).is_ok_and(|offset| offset < below) {
+            continue;
+        }
+        match &batch.pending.batch.items[index] {
+            SinkItem::Push {
+                source,
+                dedupe_key,
+                events,
+                ..
+            } => {
+                if !seen.insert((source, dedupe_key))
+                    || sqlite.contains_dedupe_key(source, dedupe_key)?
+                {
+                    continue;
+                }
+                for event in events {
+                    sink.send_event(event)?;
+                }
+            }
+            SinkItem::DeadLetter {
+                raw_ref,
+                reason,
+                detail,
+                ..
+            } => {
+                sink.send_dead_letter(&KafkaDeadLetter {
+                    key: &consumed.stored.key,
+                    raw_ref,
+                    reason,
+                    detail,
+                    record: &consumed.stored.record,
+                })?;
+            }
+        }
+    }
+    let offsets = batch.next_offsets_list();
+    Ok(sink.commit_batch(group.map(|group| (&offsets, group)))?)
+}

@@ -1,0 +1,211 @@
+//! The part of the consume-map-sink loop that does not care where records come from: mapping
+//! one raw record into a sink item, the dedupe LRU in front of the sink, and the per-batch
+//! bookkeeping. The embedded-log loop ([`super::Normalizer`]) and the Kafka consumer
+//! ([`crate::kafka::KafkaNormalizer`]) both build their batches with it, so a push maps,
+//! dedupes and dead-letters the same way in both modes.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use callhook_rawlog::StoredRecord;
+use callhook_sinks::{CommitOutcome, SinkBatch, SinkItem, SqliteSink};
+use chrono::Utc;
+
+use crate::dedupe::DedupeCache;
+use crate::push::{RawPush, SourceContext};
+use crate::telemetry::{BatchProcessed, NormalizerMetrics, RecordOutcome};
+
+/// Longest dead-letter detail stored; mapper errors name fields, never payloads.
+const MAX_DETAIL_CHARS: usize = 512;
+
+/// Maps raw records of the configured sources, with the dedupe LRU in front of the sink.
+pub struct RecordMapper {
+    sources: HashMap<String, SourceContext>,
+    cache: DedupeCache,
+}
+
+impl RecordMapper {
+    /// Builds a mapper for `sources` with an LRU of `cache_keys` dedupe keys.
+    pub fn new(sources: HashMap<String, SourceContext>, cache_keys: NonZeroUsize) -> Self {
+        RecordMapper {
+            sources,
+            cache: DedupeCache::new(cache_keys),
+        }
+    }
+
+    /// Returns the configured source names.
+    pub fn source_names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// Returns the number of keys in the dedupe LRU.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Maps one record and appends its sink item (a push or a dead letter) to `items`; a push
+    /// whose dedupe key is in the LRU adds nothing.
+    pub fn process(&mut self, stored: &StoredRecord, items: &mut Vec<SinkItem>) -> RecordOutcome {
+        let record = &stored.record;
+        let Some(ctx) = self.sources.get(&record.source) else {
+            items.push(dead_letter(
+                stored,
+                "unknown_source",
+                format!("source `{}` is not configured", record.source),
+            ));
+            return RecordOutcome::DeadLetter;
+        };
+        let push = RawPush {
+            method: &record.method,
+            content_type: record.content_type.as_deref(),
+            query: record.query.as_deref(),
+            headers: &record.headers,
+            body: &record.body,
+            received_at: record.received_at,
+        };
+        match crate::map_push(&push, ctx) {
+            Ok(mapped) if self.cache.contains(&record.source, &mapped.dedupe_key) => {
+                RecordOutcome::DuplicateInCache
+            }
+            Ok(mapped) => {
+                items.push(SinkItem::Push {
+                    source: record.source.clone(),
+                    dedupe_key: mapped.dedupe_key,
+                    received_at: record.received_at,
+                    events: mapped.events,
+                });
+                RecordOutcome::Mapped
+            }
+            Err(error) => {
+                tracing::debug!(reason = error.reason(), raw_ref = %stored.position, source = %record.source, "push dead-lettered");
+                items.push(dead_letter(stored, error.reason(), error.to_string()));
+                RecordOutcome::DeadLetter
+            }
+        }
+    }
+
+    /// Puts the dedupe keys of a batch's pushes into the LRU; call only once every sink
+    /// committed the batch (a key in the LRU means "stored").
+    pub fn remember(&mut self, items: &[SinkItem]) {
+        for item in items {
+            if let SinkItem::Push {
+                source, dedupe_key, ..
+            } = item
+            {
+                self.cache.remember(source, dedupe_key);
+            }
+        }
+    }
+}
+
+/// A batch being built: the sink batch and what happened to each record.
+pub struct PendingBatch {
+    /// What the sinks commit.
+    pub batch: SinkBatch,
+    /// One outcome per consumed record, in order.
+    pub outcomes: Vec<RecordOutcome>,
+    /// When the first record was read.
+    pub started: Instant,
+}
+
+impl PendingBatch {
+    /// Starts an empty batch for `consumer`'s offsets.
+    pub fn new(consumer: &str) -> Self {
+        PendingBatch {
+            batch: SinkBatch {
+                consumer: consumer.to_owned(),
+                ..SinkBatch::default()
+            },
+            outcomes: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Returns the number of records consumed into the batch.
+    pub fn records(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// Maps `stored` into the batch; returns the index of the item it added, if any.
+    pub fn add(&mut self, mapper: &mut RecordMapper, stored: &StoredRecord) -> Option<usize> {
+        let before = self.batch.items.len();
+        self.outcomes
+            .push(mapper.process(stored, &mut self.batch.items));
+        (self.batch.items.len() > before).then_some(before)
+    }
+
+    /// Adds a dead letter for a record that never reached the mapper (e.g. undecodable);
+    /// returns its item index.
+    pub fn add_dead_letter(
+        &mut self,
+        stored: &StoredRecord,
+        reason: &str,
+        detail: String,
+    ) -> usize {
+        self.batch.items.push(dead_letter(stored, reason, detail));
+        self.outcomes.push(RecordOutcome::DeadLetter);
+        self.batch.items.len() - 1
+    }
+
+    /// Records a committed batch: its keys enter the LRU and the metrics are updated.
+    pub fn committed(
+        &self,
+        mapper: &mut RecordMapper,
+        outcome: &CommitOutcome,
+        metrics: &NormalizerMetrics,
+    ) {
+        mapper.remember(&self.batch.items);
+        BatchProcessed {
+            records: self.records(),
+            outcomes: &self.outcomes,
+            items: &self.batch.items,
+            commit: outcome,
+            elapsed: self.started.elapsed(),
+        }
+        .emit(metrics);
+    }
+}
+
+/// Builds the dead letter of a record (`raw_ref` = its position, detail truncated).
+pub fn dead_letter(stored: &StoredRecord, reason: &str, detail: String) -> SinkItem {
+    SinkItem::DeadLetter {
+        raw_ref: stored.position.to_string(),
+        source: stored.record.source.clone(),
+        reason: reason.to_owned(),
+        detail: detail.chars().take(MAX_DETAIL_CHARS).collect(),
+        received_at: stored.record.received_at,
+    }
+}
+
+/// Prunes the sink's dedupe keys past its window, at most once per interval.
+pub struct DedupePruner {
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl DedupePruner {
+    /// Prunes at most once per `interval` (the first call prunes).
+    pub fn new(interval: Duration) -> Self {
+        DedupePruner {
+            interval,
+            last: None,
+        }
+    }
+
+    /// Prunes if the interval has passed; a failure is logged and retried next interval.
+    pub fn maybe_prune(&mut self, sink: &mut SqliteSink) {
+        if self.last.is_some_and(|at| at.elapsed() < self.interval) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let window =
+            chrono::Duration::from_std(sink.dedupe_window()).unwrap_or(chrono::Duration::days(7));
+        match sink.prune_dedupe_keys(Utc::now() - window) {
+            Ok(removed) => tracing::debug!(removed, "pruned dedupe keys past the window"),
+            Err(error) => {
+                tracing::warn!(error = %error, "pruning dedupe keys failed; retrying later")
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! How canonical events and dead letters are laid out as Kafka records.
+//!
+//! **Events** follow the CloudEvents 1.0 Kafka protocol binding, *binary* content mode:
+//! key = the event's `subject` (the vendor-scoped call id, or `agent/<number>`), so every event
+//! of one call lands on one partition, in order; value = the `data` JSON; headers
+//! `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_subject`, `ce_time` (RFC 3339, UTC),
+//! `ce_dataschema`, the extension `ce_timesource` (`vendor` or `received`), and `content-type`
+//! (the event's `datacontenttype`, `application/json`).
+//!
+//! **Dead letters**: key = the raw record's key (as on the raw topic); value = the exact bytes
+//! of the push; headers `callhook.reason` (a bounded reason code), `callhook.detail`,
+//! `callhook.raw_ref` (`<partition>:<offset>` on the raw topic), then every raw-record
+//! metadata header of [`callhook_rawlog::kafka_codec`] (`callhook.source`,
+//! `callhook.received_at_ms`, ...), so a dead letter can be decoded back into the raw record
+//! with [`callhook_rawlog::kafka_codec::decode`] and replayed.
+
+use callhook_rawlog::kafka_codec;
+use callhook_rawlog::RawRecord;
+use callhook_schemas::{CloudEvent, TimeSource};
+use chrono::SecondsFormat;
+
+use super::error::{KafkaSinkError, Result};
+
+/// Header names of the two topics.
+pub mod header {
+    /// CloudEvents `specversion`.
+    pub const CE_SPECVERSION: &str = "ce_specversion";
+    /// CloudEvents `id` (deterministic: the same push always yields the same id).
+    pub const CE_ID: &str = "ce_id";
+    /// CloudEvents `source`, `<vendor>/<account>`.
+    pub const CE_SOURCE: &str = "ce_source";
+    /// CloudEvents `type`, e.g. `call.ringing`.
+    pub const CE_TYPE: &str = "ce_type";
+    /// CloudEvents `subject`, also the record key.
+    pub const CE_SUBJECT: &str = "ce_subject";
+    /// CloudEvents `time`, RFC 3339 UTC.
+    pub const CE_TIME: &str = "ce_time";
+    /// CloudEvents `dataschema`.
+    pub const CE_DATASCHEMA: &str = "ce_dataschema";
+    /// The `timesource` extension: `vendor` or `received`.
+    pub const CE_TIMESOURCE: &str = "ce_timesource";
+    /// The data's content type (CloudEvents `datacontenttype`).
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// Dead letters: the bounded reason code.
+    pub const REASON: &str = "callhook.reason";
+    /// Dead letters: the human-readable detail (names fields, never payload values).
+    pub const DETAIL: &str = "callhook.detail";
+    /// Dead letters: `<partition>:<offset>` of the raw record on the raw topic.
+    pub const RAW_REF: &str = "callhook.raw_ref";
+}
+
+/// One record ready to be produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    /// The record key.
+    pub key: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A dead letter for the dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaDeadLetter<'a> {
+    /// The raw record's key on the raw topic.
+    pub key: &'a str,
+    /// `<partition>:<offset>` of the raw record.
+    pub raw_ref: &'a str,
+    /// The bounded reason code.
+    pub reason: &'a str,
+    /// The detail (may name fields; never the payload).
+    pub detail: &'a str,
+    /// The raw record: its body is the value, its metadata the `callhook.*` headers.
+    pub record: &'a RawRecord,
+}
+
+/// Encodes an event in CloudEvents binary mode.
+pub fn encode_event(event: &CloudEvent) -> Result<EncodedRecord> {
+    let value = serde_json::to_vec(&event.data).map_err(|source| KafkaSinkError::Encode {
+        id: event.id.clone(),
+        source,
+    })?;
+    let timesource = match event.timesource {
+        TimeSource::Vendor => "vendor",
+        TimeSource::Received => "received",
+    };
+    let time = event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let headers = [
+        (header::CE_SPECVERSION, event.specversion.as_str()),
+        (header::CE_ID, event.id.as_str()),
+        (header::CE_SOURCE, event.source.as_str()),
+        (header::CE_TYPE, event.event_type.as_str()),
+        (header::CE_SUBJECT, event.subject.as_str()),
+        (header::CE_TIME, time.as_str()),
+        (header::CE_DATASCHEMA, event.dataschema.as_str()),
+        (header::CE_TIMESOURCE, timesource),
+        (header::CONTENT_TYPE, event.datacontenttype.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
+    .collect();
+    Ok(EncodedRecord {
+        key: event.subject.clone(),
+        headers,
+        value,
+    })
+}
+
+/// Encodes a dead letter: the raw bytes as value, reason and raw metadata as headers.
+pub fn encode_dead_letter(letter: &KafkaDeadLetter<'_>) -> EncodedRecord {
+    let mut headers = vec![
+        (header::REASON.to_owned(), letter.reason.as_bytes().to_vec()),
+        (header::DETAIL.to_owned(), letter.detail.as_bytes().to_vec()),
+        (
+            header::RAW_REF.to_owned(),
+            letter.raw_ref.as_bytes().to_vec(),
+        ),
+    ];
+    headers.extend(kafka_codec::encode_headers(letter.record));
+    EncodedRecord {
+        key: letter.key.to_owned(),
+        headers,
+        value: letter.record.body.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use chrono::{DateTime, Utc};
+
+    fn event() -> CloudEvent {
+        let json = serde_json::json!({
+            "id": "2f665a87b756411dbee5d43ea7cc64e3",
+            "specversion": "1.0",
+            "source": "7moor/20000153",
+            "subject": "403344537650466816",
+            "type": "call.ringing",
+            "time": "2021-05-08T06:39:37Z",
+            "timesource": "vendor",
+            "datacontenttype": "application/json",
+            "dataschema": "urn:callhook:schema:call-event:v1",
+            "data": {
+                "schema_version": 1,
+                "vendor": "7moor",
+                "dialect": "7moor.v7",
+                "vendor_event": "dialoutRing",
+                "source_name": "7moor-main",
+                "call_id": "403344537650466816",
+                "direction": "outbound"
+            }
+        });
+        serde_json::from_value(json).expect("a valid event")
+    }
+
+    fn header<'a>(record: &'a EncodedRecord, name: &str) -> Option<&'a str> {
+        record
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| std::str::from_utf8(v).expect("utf-8"))
+    }
+
+    #[test]
+    fn test_event_is_binary_mode_keyed_by_subject() {
+        let event = event();
+        let record = encode_event(&event).unwrap();
+        assert_eq!(record.key, "403344537650466816");
+        assert_eq!(header(&record, "ce_id"), Some(event.id.as_str()));
+        assert_eq!(header(&record, "ce_type"), Some("call.ringing"));
+        assert_eq!(header(&record, "ce_subject"), Some("403344537650466816"));
+        assert_eq!(header(&record, "ce_time"), Some("2021-05-08T06:39:37Z"));
+        assert_eq!(header(&record, "ce_timesource"), Some("vendor"));
+        assert_eq!(header(&record, "content-type"), Some("application/json"));
+        let data: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(data, serde_json::to_value(&event.data).unwrap());
+        // ce_time is the same text the structured JSON form carries.
+        let structured = serde_json::to_value(&event).unwrap();
+        assert_eq!(header(&record, "ce_time"), structured["time"].as_str());
+    }
+
+    #[test]
+    fn test_dead_letter_carries_raw_bytes_and_decodable_metadata() {
+        let raw = RawRecord {
+            source: "coocenter".into(),
+            received_at: DateTime::<Utc>::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            method: "POST".into(),
+            content_type: Some("text/plain".into()),
+            query: None,
+            remote_addr: Some("10.0.0.9:4000".into()),
+            request_id: "req-1".into(),
+            headers: vec![("user-agent".into(), "pbx".into())],
+            body: Bytes::from_static(b"{event:\"mystery\"}"),
+        };
+        let letter = KafkaDeadLetter {
+            key: "coocenter",
+            raw_ref: "3:17",
+            reason: "unknown_event",
+            detail: "event `mystery` is not known",
+            record: &raw,
+        };
+        let record = encode_dead_letter(&letter);
+        assert_eq!(record.value, b"{event:\"mystery\"}");
+        assert_eq!(header(&record, "callhook.reason"), Some("unknown_event"));
+        assert_eq!(header(&record, "callhook.raw_ref"), Some("3:17"));
+        let decoded = kafka_codec::decode(
+            record
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), Some(v.as_slice()))),
+            Some(&record.value),
+        )
+        .unwrap();
+        assert_eq!(decoded, raw);
+    }
+}
