@@ -3,7 +3,16 @@
 //! A mapper *takes* each field it maps; what is left over becomes `data.vendor_fields`, so a
 //! field is either mapped or carried through, never dropped. A value that cannot be used as the
 //! mapped type (a time that is not a time) is left in place and so reaches `vendor_fields`
-//! as sent. `""`, white space and `null` mean absent and are consumed.
+//! as sent.
+//!
+//! Guarantees of [`Fields::into_vendor_fields`], kept here so that no mapper has to:
+//! - **Sent order.** The leftovers keep the order the vendor sent them in: fields are taken out
+//!   with `shift_remove` (serde_json's `preserve_order` map; its plain `remove` is a
+//!   swap-remove that would move the last field into the hole).
+//! - **Blank means absent.** A blank value carries nothing and is dropped, by one rule
+//!   (`is_blank`): `null`, a string of only white space (`""`), an array whose items are all
+//!   blank (`[]`, `[""]`), an empty object (`{}`). This is the model's "an absent value is
+//!   omitted (never `""`)"; the takers likewise return `None` for a blank value.
 
 use callhook_schemas::PhoneNumber;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -48,7 +57,7 @@ impl Fields {
             return None;
         }
         let text = scalar_text(value);
-        self.map.remove(key);
+        self.map.shift_remove(key);
         text
     }
 
@@ -57,8 +66,8 @@ impl Fields {
     pub fn take_first_str(&mut self, keys: &[&str]) -> Option<String> {
         let found = keys.iter().find_map(|key| self.peek_str(key))?;
         for key in keys {
-            if self.peek_str(key).as_deref() == Some(found.as_str()) || self.is_blank(key) {
-                self.map.remove(*key);
+            if self.peek_str(key).as_deref() == Some(found.as_str()) || self.is_blank_at(key) {
+                self.map.shift_remove(*key);
             }
         }
         Some(found)
@@ -69,7 +78,7 @@ impl Fields {
         let value = self.map.get(key)?;
         match parse_time_value(value, self.zone) {
             Some(time) => {
-                self.map.remove(key);
+                self.map.shift_remove(key);
                 Some(time)
             }
             None => {
@@ -94,7 +103,7 @@ impl Fields {
         };
         match parsed {
             Some(seconds) => {
-                self.map.remove(key);
+                self.map.shift_remove(key);
                 Some(seconds)
             }
             None => {
@@ -109,16 +118,9 @@ impl Fields {
         self.take_str(key).and_then(|raw| parse_phone(&raw))
     }
 
-    /// Takes a field's raw value whatever its type; blank strings and `null` are `None`.
+    /// Takes a field's raw value whatever its type; a blank value (`is_blank`) is `None`.
     pub fn take_value(&mut self, key: &str) -> Option<Value> {
-        let value = self.map.remove(key)?;
-        match &value {
-            Value::Null => None,
-            Value::String(text) if text.trim().is_empty() => None,
-            Value::Array(items) if items.iter().all(is_blank_value) => None,
-            Value::Object(map) if map.is_empty() => None,
-            _ => Some(value),
-        }
+        self.map.shift_remove(key).filter(|value| !is_blank(value))
     }
 
     /// Moves a correlation field (as sent, unless blank) into `correlation` under its own name.
@@ -130,11 +132,13 @@ impl Fields {
 
     /// Consumes a field without mapping it (it is represented elsewhere, e.g. the discriminator).
     pub fn discard(&mut self, key: &str) {
-        self.map.remove(key);
+        self.map.shift_remove(key);
     }
 
-    /// Returns every field not taken, as sent: the event's `vendor_fields`.
-    pub fn into_vendor_fields(self) -> Map<String, Value> {
+    /// Returns every field not taken, as sent and in the order sent, minus blank values
+    /// (`is_blank`): the event's `vendor_fields`.
+    pub fn into_vendor_fields(mut self) -> Map<String, Value> {
+        self.map.retain(|_, value| !is_blank(value));
         self.map
     }
 
@@ -143,21 +147,25 @@ impl Fields {
         &self.map
     }
 
-    fn is_blank(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(is_blank_value)
+    fn is_blank_at(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(is_blank)
     }
 
     fn remove_if_blank(&mut self, key: &str) {
-        if self.is_blank(key) {
-            self.map.remove(key);
+        if self.is_blank_at(key) {
+            self.map.shift_remove(key);
         }
     }
 }
 
-fn is_blank_value(value: &Value) -> bool {
+/// The one blank rule: `null`, a string of only white space, an array whose items are all
+/// blank (so `[]` and `[""]`), an empty object. A blank value means absent.
+fn is_blank(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(text) => text.trim().is_empty(),
+        Value::Array(items) => items.iter().all(is_blank),
+        Value::Object(map) => map.is_empty(),
         _ => false,
     }
 }
@@ -241,5 +249,34 @@ mod tests {
         f.take_correlation("ActionID", &mut correlation);
         assert_eq!(Value::Object(correlation), json!({"ActionID": "a1"}));
         assert!(f.into_vendor_fields().is_empty());
+    }
+
+    #[test]
+    fn test_vendor_fields_keep_sent_order_and_drop_blanks() {
+        let mut f = fields(json!({
+            "z": "first", "a": "taken", "m": 3, "blank": " ", "null": null, "empty": [],
+            "blanks": ["", null, [" "]], "obj": {}, "b": "taken too", "kept": [""  , "x"],
+            "last": {"k": ""}
+        }));
+        assert_eq!(f.take_str("a").as_deref(), Some("taken"));
+        assert_eq!(f.take_str("b").as_deref(), Some("taken too"));
+        f.discard("z");
+        let rest = f.into_vendor_fields();
+        let keys: Vec<&str> = rest.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["m", "kept", "last"]);
+        assert_eq!(
+            Value::Object(rest),
+            json!({"m": 3, "kept": ["", "x"], "last": {"k": ""}})
+        );
+    }
+
+    #[test]
+    fn test_order_survives_taking_the_first_field() {
+        // A swap-remove of "a" would move "e" into its place.
+        let mut f = fields(json!({"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}));
+        assert_eq!(f.take_str("a").as_deref(), Some("1"));
+        assert_eq!(f.take_value("c"), Some(json!("3")));
+        let keys: Vec<String> = f.into_vendor_fields().keys().cloned().collect();
+        assert_eq!(keys, ["b", "d", "e"]);
     }
 }

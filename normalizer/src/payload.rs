@@ -114,7 +114,8 @@ fn object_or_error(value: Value, format: BodyFormat) -> Result<(Map<String, Valu
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// Names a JSON value's type (`null`, `string`, `array` ...) for error messages.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

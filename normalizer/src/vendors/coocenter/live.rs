@@ -9,7 +9,7 @@
 use callhook_schemas::{CallEventData, Direction, Disposition, DispositionValue, EventType};
 
 use super::channel;
-use super::{extension_agent, leftovers, take_first_phone};
+use super::{extension_agent, take_first_phone};
 use crate::build::Draft;
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -20,7 +20,7 @@ pub(super) fn dial_begin(mut fields: Fields, mut data: CallEventData) -> Result<
     let time = fields.take_time("timestamp");
     data.ringing_at = time;
     take_dial_parties(&mut fields, &mut data);
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(EventType::CallRinging, time, data))
 }
 
@@ -45,7 +45,7 @@ pub(super) fn dial_end(mut fields: Fields, mut data: CallEventData) -> Result<Dr
         data.ended_at = time;
         EventType::CallEnded
     };
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(event_type, time, data))
 }
 
@@ -69,7 +69,7 @@ pub(super) fn hangup(mut fields: Fields, mut data: CallEventData) -> Result<Draf
     data.hangup_cause = fields
         .take_first_str(&["cause", "hangupcause", "hangupCause"])
         .or_else(|| fields.take_str("cause-txt"));
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(EventType::CallEnded, time, data))
 }
 

@@ -36,7 +36,6 @@ mod status;
 
 use callhook_schemas::{Agent, CallEventData};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
@@ -107,7 +106,6 @@ pub fn map(
     ctx: &SourceContext,
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&payload.fields);
-    let sent_order: Vec<String> = payload.fields.keys().cloned().collect();
     let mut fields = Fields::new(payload.fields, ctx.utc_offset);
     let Some(sent) = fields.peek_str("event") else {
         return Err(MapError::UnrecognizedShape(
@@ -119,7 +117,7 @@ pub fn map(
     let key = dedupe_key(kind, &sent, &fields, &hash, push.received_at);
     let mut data = CallEventData::new(VENDOR, VENDOR, &sent, &ctx.name);
     data.account = fields.take_str("mac").map(|mac| mac.to_ascii_lowercase());
-    let mut draft = match kind {
+    let draft = match kind {
         EventKind::DialBegin => live::dial_begin(fields, data)?,
         EventKind::DialEnd => live::dial_end(fields, data)?,
         EventKind::Hangup => live::hangup(fields, data)?,
@@ -128,8 +126,6 @@ pub fn map(
         EventKind::Cdr => records::cdr(fields, data),
         EventKind::CcCdr => records::cc_cdr(fields, data),
     };
-    draft.data.vendor_fields =
-        in_sent_order(std::mem::take(&mut draft.data.vendor_fields), &sent_order);
     Ok((key, vec![draft]))
 }
 
@@ -171,31 +167,6 @@ fn extension_agent(extension: String) -> Agent {
     }
 }
 
-/// Returns the fields not taken, as sent, minus blank strings and nulls (absent values).
-fn leftovers(fields: Fields) -> Map<String, Value> {
-    let mut map = fields.into_vendor_fields();
-    map.retain(|_, value| match value {
-        Value::Null => false,
-        Value::String(text) => !text.trim().is_empty(),
-        _ => true,
-    });
-    map
-}
-
-/// Restores the order the vendor sent the fields in (taking fields reorders the map), so
-/// `vendor_fields` reads like the push.
-fn in_sent_order(mut fields: Map<String, Value>, sent_order: &[String]) -> Map<String, Value> {
-    let mut ordered = Map::new();
-    for key in sent_order {
-        if let Some((key, value)) = fields.remove_entry(key) {
-            ordered.insert(key, value);
-        }
-    }
-    // Nothing should be left, but a field must never be dropped.
-    ordered.extend(fields);
-    ordered
-}
-
 /// Takes the first non-blank of several number fields as a phone number.
 fn take_first_phone(fields: &mut Fields, keys: &[&str]) -> Option<callhook_schemas::PhoneNumber> {
     fields
@@ -208,7 +179,7 @@ mod tests {
     use super::*;
     use crate::push::Dialect;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     fn push(body: &[u8], received_at: DateTime<Utc>) -> RawPush<'_> {
         RawPush {

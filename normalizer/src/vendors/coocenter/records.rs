@@ -11,7 +11,7 @@ use callhook_schemas::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{extension_agent, leftovers, take_first_phone};
+use super::{extension_agent, take_first_phone};
 use crate::build::Draft;
 use crate::fields::Fields;
 
@@ -35,7 +35,7 @@ pub(super) fn ivr(mut fields: Fields, mut data: CallEventData) -> Draft {
     data.ended_at = take_time(&mut fields, "endTime");
     data.total_seconds = fields.take_seconds("duration");
     let time = data.ended_at;
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::IvrCompleted, time, data)
 }
 
@@ -60,7 +60,7 @@ pub(super) fn cdr(mut fields: Fields, mut data: CallEventData) -> Draft {
         .find_map(|key| fields.take_seconds(key));
     data.recording_urls = fields.take_str("recordfile").into_iter().collect();
     let time = data.ended_at;
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::CallCdr, time, data)
 }
 
@@ -95,7 +95,7 @@ pub(super) fn cc_cdr(mut fields: Fields, mut data: CallEventData) -> Draft {
     data.talk_seconds = fields.take_seconds("talkingTime");
     data.recording_urls = fields.take_str("filePath").into_iter().collect();
     let time = data.ended_at;
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::CallCdr, time, data)
 }
 

@@ -8,7 +8,7 @@
 
 use callhook_schemas::{AgentState, AgentStatus, CallEventData, EventType};
 
-use super::{extension_agent, leftovers};
+use super::extension_agent;
 use crate::build::Draft;
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -39,7 +39,7 @@ pub(super) fn extension_status(mut fields: Fields, mut data: CallEventData) -> R
         });
     }
     let time = fields.take_time("timestamp");
-    data.vendor_fields = leftovers(fields);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(EventType::AgentStatusChanged, time, data))
 }
 

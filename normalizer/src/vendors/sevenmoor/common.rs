@@ -1,13 +1,11 @@
 //! Small helpers shared by the 7moor submodules (v7, v2, privacy-number CDR).
 
-use callhook_schemas::{Agent, CallEventData, Disposition, DispositionValue, PhoneNumber, Queue};
-use chrono::{DateTime, FixedOffset, Utc};
-use serde_json::{Map, Value};
-
 use crate::fields::Fields;
 use crate::phone::parse_phone;
 use crate::push::SourceContext;
 use crate::time::parse_time_value;
+use callhook_schemas::{Agent, CallEventData, Disposition, DispositionValue, PhoneNumber, Queue};
+use chrono::{DateTime, FixedOffset, Utc};
 
 /// The vendor name every 7moor event carries.
 pub const VENDOR: &str = "7moor";
@@ -108,50 +106,10 @@ pub fn push_unique(urls: &mut Vec<String>, url: Option<String>) {
     }
 }
 
-/// A push's fields with the order the vendor sent them in (for [`leftover_fields`]).
-pub type Input<'a> = (Fields, &'a [String]);
-
-/// Returns the payload's field names in the order the vendor sent them.
-pub fn key_order(payload: &Map<String, Value>) -> Vec<String> {
-    payload.keys().cloned().collect()
-}
-
-/// Returns the fields nobody took, minus blank ones (`""`, white space, `null`, `[""]`, `{}`):
-/// an empty value carries nothing, and the model's rule is "absent = omitted". They keep the
-/// order the vendor sent them in (`order`), which taking fields out of the map disturbs.
-pub fn leftover_fields(fields: Fields, order: &[String]) -> Map<String, Value> {
-    let mut rest = fields.into_vendor_fields();
-    let mut out = Map::new();
-    for key in order {
-        if let Some(value) = rest.remove(key) {
-            if !is_blank(&value) {
-                out.insert(key.clone(), value);
-            }
-        }
-    }
-    // Fields the mapper itself never saw in `order` (none today) are kept, not lost.
-    for (key, value) in rest {
-        if !is_blank(&value) {
-            out.insert(key, value);
-        }
-    }
-    out
-}
-
-fn is_blank(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::String(text) => text.trim().is_empty(),
-        Value::Array(items) => items.iter().all(is_blank),
-        Value::Object(map) => map.is_empty(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn test_seconds_between_rejects_negative_and_missing() {
@@ -162,22 +120,6 @@ mod tests {
         assert_eq!(seconds_between(Some(t0), Some(t1)), Some(15));
         assert_eq!(seconds_between(Some(t1), Some(t0)), None);
         assert_eq!(seconds_between(None, Some(t0)), None);
-    }
-
-    #[test]
-    fn test_leftovers_drop_blank_values_only() {
-        let Value::Object(map) =
-            json!({"a": "", "b": [""], "c": {}, "d": null, "e": 0, "f": ["x"], "g": " "})
-        else {
-            unreachable!()
-        };
-        let order = key_order(&map);
-        let mut fields = Fields::new(map, crate::push::china_offset());
-        fields.discard("a");
-        assert_eq!(
-            Value::Object(leftover_fields(fields, &order)),
-            json!({"e": 0, "f": ["x"]})
-        );
     }
 
     #[test]

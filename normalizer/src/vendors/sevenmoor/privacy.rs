@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::common::{
-    disposition, key_order, leftover_fields, new_data, push_unique, seconds_between,
-    take_phone_first, take_time_alias, DIALECT_V2,
+    disposition, new_data, push_unique, seconds_between, take_phone_first, take_time_alias,
+    DIALECT_V2,
 };
 use super::enums;
 use crate::build::{payload_hash, receive_bucket, Draft};
@@ -40,7 +40,6 @@ pub fn map(
     ctx: &SourceContext,
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&payload);
-    let order = key_order(&payload);
     let mut fields = Fields::new(payload, ctx.utc_offset);
     let record_id = fields.peek_str("recorder_id");
     let has_time = TIME_FIELDS.iter().any(|key| fields.peek_str(key).is_some());
@@ -75,6 +74,6 @@ pub fn map(
     fields.take_correlation("userData", &mut data.correlation);
     fields.take_correlation("mappingId", &mut data.correlation);
     let time = data.ended_at;
-    data.vendor_fields = leftover_fields(fields, &order);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok((dedupe_key, vec![Draft::new(EventType::CallCdr, time, data)]))
 }

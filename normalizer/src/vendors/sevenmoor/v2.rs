@@ -17,8 +17,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value};
 
 use super::common::{
-    agent, disposition, key_order, leftover_fields, new_data, push_unique, queue, seconds_between,
-    take_phone_first, take_time_alias, DIALECT_V2,
+    agent, disposition, new_data, push_unique, queue, seconds_between, take_phone_first,
+    take_time_alias, DIALECT_V2,
 };
 use super::enums::{self, V2CallState};
 use crate::build::{payload_hash, Draft};
@@ -38,7 +38,6 @@ const CORRELATION_FIELDS: [&str; 5] = [
 /// Maps one v2 call-event push (already recognized as v2 by shape).
 pub fn map(payload: Map<String, Value>, ctx: &SourceContext) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&payload);
-    let order = key_order(&payload);
     let mut fields = Fields::new(payload, ctx.utc_offset);
     let raw_state = fields
         .take_str("CallState")
@@ -62,7 +61,7 @@ pub fn map(payload: Map<String, Value>, ctx: &SourceContext) -> Result<(String, 
     for key in CORRELATION_FIELDS {
         fields.take_correlation(key, &mut data.correlation);
     }
-    data.vendor_fields = leftover_fields(fields, &order);
+    data.vendor_fields = fields.into_vendor_fields();
     Ok((dedupe_key, drafts(state, data)))
 }
 

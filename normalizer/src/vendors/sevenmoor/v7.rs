@@ -22,10 +22,7 @@ use callhook_schemas::{AgentState, AgentStatus, CallEventData, Direction, EventT
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::common::{
-    agent, disposition, key_order, leftover_fields, new_data, queue, take_phone_first, Input,
-    DIALECT_V7,
-};
+use super::common::{agent, disposition, new_data, queue, take_phone_first, DIALECT_V7};
 use super::enums::{self, CallEvent};
 use super::v7_cdr;
 use crate::build::{payload_hash, receive_bucket, Draft};
@@ -41,32 +38,31 @@ pub fn map(
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&payload);
     let flat = flatten_content(payload);
-    let order = key_order(&flat);
     let mut fields = Fields::new(flat, ctx.utc_offset);
     let dedupe_key = dedupe_key(&fields, &hash, push.received_at);
     let drafts = match fields.take_str("pushType") {
-        Some(push_type) => map_push_type(push_type, (fields, &order), ctx)?,
+        Some(push_type) => map_push_type(push_type, fields, ctx)?,
         None => {
             let Some(call_event) = fields.peek_str("callEvent") else {
                 return Err(MapError::UnrecognizedShape(
                     "7moor v7 push with neither `pushType` nor `callEvent`".to_owned(),
                 ));
             };
-            call_push(call_event, None, (fields, &order), ctx)?
+            call_push(call_event, None, fields, ctx)?
         }
     };
     Ok((dedupe_key, drafts))
 }
 
-fn map_push_type(push_type: String, input: Input<'_>, ctx: &SourceContext) -> Result<Vec<Draft>> {
+fn map_push_type(push_type: String, fields: Fields, ctx: &SourceContext) -> Result<Vec<Draft>> {
     match push_type.to_ascii_lowercase().as_str() {
-        "dialoutring" => call_push(push_type, Some(CallEvent::Ring), input, ctx),
-        "dialouthangup" => call_push(push_type, Some(CallEvent::Hangup), input, ctx),
-        "callstatus" => call_push(push_type, None, input, ctx),
-        "cdr" => Ok(v7_cdr::map_cdr(push_type, input, ctx)),
-        "mediafailreason" => Ok(media_failure(push_type, input, ctx)),
-        "login" => Ok(login(push_type, input, ctx, EventType::AgentLoggedIn)),
-        "logout" => Ok(login(push_type, input, ctx, EventType::AgentLoggedOut)),
+        "dialoutring" => call_push(push_type, Some(CallEvent::Ring), fields, ctx),
+        "dialouthangup" => call_push(push_type, Some(CallEvent::Hangup), fields, ctx),
+        "callstatus" => call_push(push_type, None, fields, ctx),
+        "cdr" => Ok(v7_cdr::map_cdr(push_type, fields, ctx)),
+        "mediafailreason" => Ok(media_failure(push_type, fields, ctx)),
+        "login" => Ok(login(push_type, fields, ctx, EventType::AgentLoggedIn)),
+        "logout" => Ok(login(push_type, fields, ctx, EventType::AgentLoggedOut)),
         _ => Err(MapError::UnknownEvent(push_type)),
     }
 }
@@ -122,10 +118,9 @@ fn dedupe_key(fields: &Fields, hash: &str, received_at: DateTime<Utc>) -> String
 fn call_push(
     vendor_event: String,
     fixed: Option<CallEvent>,
-    input: Input<'_>,
+    mut fields: Fields,
     ctx: &SourceContext,
 ) -> Result<Vec<Draft>> {
-    let (mut fields, order) = input;
     let raw_call_event = fields.peek_str("callEvent");
     let parsed = raw_call_event.as_deref().and_then(enums::call_event);
     let agent_status = take_agent_status(&mut fields);
@@ -155,7 +150,7 @@ fn call_push(
     if let Some(event) = call_event {
         set_event_time(&mut data, event, time);
     }
-    data.vendor_fields = leftover_fields(fields, order);
+    data.vendor_fields = fields.into_vendor_fields();
     if let Some(event) = call_event {
         drafts.push(Draft::new(call_event_type(event), time, data.clone()));
     }
@@ -253,8 +248,7 @@ pub fn take_call_common(fields: &mut Fields, data: &mut CallEventData) {
 }
 
 /// `mediaFailreason`: early-media recognition heard why the call failed ("正在通话" ...).
-fn media_failure(vendor_event: String, input: Input<'_>, ctx: &SourceContext) -> Vec<Draft> {
-    let (mut fields, order) = input;
+fn media_failure(vendor_event: String, mut fields: Fields, ctx: &SourceContext) -> Vec<Draft> {
     let time = fields.take_time("statusTime");
     let mut data = new_data(DIALECT_V7, &vendor_event, ctx);
     take_call_common(&mut fields, &mut data);
@@ -269,7 +263,7 @@ fn media_failure(vendor_event: String, input: Input<'_>, ctx: &SourceContext) ->
         .or(keyword)
         .map(|raw| disposition(value, raw));
     data.hangup_cause = reason;
-    data.vendor_fields = leftover_fields(fields, order);
+    data.vendor_fields = fields.into_vendor_fields();
     vec![Draft::new(EventType::CallMediaFailure, time, data)]
 }
 
@@ -278,11 +272,10 @@ fn media_failure(vendor_event: String, input: Input<'_>, ctx: &SourceContext) ->
 /// `offline`. `loginType`, `logoutType` and `offlineType` stay in `vendor_fields`.
 fn login(
     vendor_event: String,
-    input: Input<'_>,
+    mut fields: Fields,
     ctx: &SourceContext,
     event_type: EventType,
 ) -> Vec<Draft> {
-    let (mut fields, order) = input;
     let time = fields.take_time("statusTime");
     let mut data = new_data(DIALECT_V7, &vendor_event, ctx);
     take_call_common(&mut fields, &mut data);
@@ -293,7 +286,7 @@ fn login(
             raw_label: None,
         });
     }
-    data.vendor_fields = leftover_fields(fields, order);
+    data.vendor_fields = fields.into_vendor_fields();
     vec![Draft::new(event_type, time, data)]
 }
 

@@ -19,8 +19,7 @@ use callhook_schemas::{CallEventData, Direction, DispositionValue, EventType, Ha
 use chrono::{DateTime, Utc};
 
 use super::common::{
-    disposition, leftover_fields, new_data, push_unique, take_seconds_first, take_time_first,
-    Input, DIALECT_V7,
+    disposition, new_data, push_unique, take_seconds_first, take_time_first, DIALECT_V7,
 };
 use super::enums;
 use super::v7::take_call_common;
@@ -38,8 +37,7 @@ const RECORDING_FIELDS: [&str; 5] = [
 ];
 
 /// Maps a `cdr` push to one `call.cdr`.
-pub fn map_cdr(vendor_event: String, input: Input<'_>, ctx: &SourceContext) -> Vec<Draft> {
-    let (mut fields, order) = input;
+pub fn map_cdr(vendor_event: String, mut fields: Fields, ctx: &SourceContext) -> Vec<Draft> {
     let mut data = new_data(DIALECT_V7, &vendor_event, ctx);
     take_call_common(&mut fields, &mut data);
     take_record_id(&mut fields, &mut data);
@@ -49,7 +47,7 @@ pub fn map_cdr(vendor_event: String, input: Input<'_>, ctx: &SourceContext) -> V
     for key in RECORDING_FIELDS {
         push_unique(&mut data.recording_urls, fields.take_str(key));
     }
-    data.vendor_fields = leftover_fields(fields, order);
+    data.vendor_fields = fields.into_vendor_fields();
     vec![Draft::new(EventType::CallCdr, time, data)]
 }
 

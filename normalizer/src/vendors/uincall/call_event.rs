@@ -14,7 +14,7 @@ use callhook_schemas::{
 use serde_json::{Map, Value};
 
 use super::codes::{parse_call_direction, CallResult, Command};
-use super::{bounded, drop_blank, field_or_dash, in_sent_order, DIALECT, VENDOR};
+use super::{bounded, field_or_dash, DIALECT, VENDOR};
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -29,9 +29,6 @@ const AGENT_NUM: &str = "agent_num";
 const AGENT_TYPE: &str = "agent_type";
 const CALL_RESULT: &str = "call_result";
 const CALL_DIRECTION: &str = "calldirection";
-
-/// Fields this mapper knows but leaves in `vendor_fields` as sent (blank ones are dropped).
-const CARRIED_FIELDS: [&str; 4] = [AGENT_TYPE, "remark", TYPE, CALL_RESULT];
 
 /// The identifiers every part of this mapping needs, read before fields are taken.
 struct Keys {
@@ -50,7 +47,6 @@ pub(super) fn map(
     ctx: &SourceContext,
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&map);
-    let sent_keys: Vec<String> = map.keys().cloned().collect();
     let mut fields = Fields::new(map, ctx.utc_offset);
     let keys = read_keys(&fields)?;
     let vendor_event = match &keys.dir {
@@ -65,8 +61,6 @@ pub(super) fn map(
     fields.discard(COMMAND);
     if keys.dir.is_some() {
         fields.discard(DIR);
-    } else {
-        drop_blank(&mut fields, DIR);
     }
     let mut data = CallEventData::new(VENDOR, DIALECT, &vendor_event, &ctx.name);
     data.account = fields.take_str("tenant_id");
@@ -80,10 +74,8 @@ pub(super) fn map(
     } else {
         data.disposition = take_disposition(command, &mut fields);
     }
-    for key in CARRIED_FIELDS {
-        drop_blank(&mut fields, key);
-    }
-    data.vendor_fields = in_sent_order(fields.into_vendor_fields(), &sent_keys);
+    // `agent_type`, `remark`, `type` and an unmapped `call_result` stay in vendor_fields.
+    data.vendor_fields = fields.into_vendor_fields();
     // The push carries no time of its own: the receive time stands in (timesource `received`).
     Ok((
         dedupe_key,
@@ -154,11 +146,9 @@ fn map_call_fields(command: Command, fields: &mut Fields, data: &mut CallEventDa
             fields.discard(CALL_DIRECTION);
             direction
         }
-        // Absent, or a value we do not know (which then stays in vendor_fields as sent).
-        _ => {
-            drop_blank(fields, CALL_DIRECTION);
-            command.implied_direction()
-        }
+        // Absent or blank, or a value we do not know (which then stays in vendor_fields as
+        // sent).
+        _ => command.implied_direction(),
     };
     // ani is the calling side in both directions: the shown business number on a dial-out,
     // the customer on an inbound call; dnis is the called side.

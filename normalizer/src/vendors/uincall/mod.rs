@@ -20,8 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::build::Draft;
 use crate::error::{MapError, Result};
-use crate::fields::Fields;
-use crate::payload::Payload;
+use crate::payload::{json_kind, Payload};
 use crate::push::{RawPush, SourceContext};
 
 /// `data.vendor`.
@@ -125,17 +124,6 @@ fn parse_json_text(text: &str) -> Result<Value> {
         .map_err(|_| MapError::UnparseableBody("`eventData` is not JSON".to_owned()))
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// Returns true when the field is a non-blank scalar.
 fn has_text(map: &Map<String, Value>, key: &str) -> bool {
     match map.get(key) {
@@ -143,33 +131,6 @@ fn has_text(map: &Map<String, Value>, key: &str) -> bool {
         Some(Value::Number(_) | Value::Bool(_)) => true,
         _ => false,
     }
-}
-
-/// Consumes a field that is present but blank (`""`, white space, `null`): absent, not sent.
-fn drop_blank(fields: &mut Fields, key: &str) {
-    let blank = match fields.get(key) {
-        Some(Value::Null) => true,
-        Some(Value::String(text)) => text.trim().is_empty(),
-        _ => false,
-    };
-    if blank {
-        fields.discard(key);
-    }
-}
-
-/// Returns the leftover fields in the order the vendor sent them (taking fields reorders the
-/// map), so `vendor_fields` reads like the push.
-fn in_sent_order(leftover: Map<String, Value>, sent_keys: &[String]) -> Map<String, Value> {
-    let mut leftover = leftover;
-    let mut ordered = Map::new();
-    for key in sent_keys {
-        if let Some(value) = leftover.remove(key) {
-            ordered.insert(key.clone(), value);
-        }
-    }
-    // Anything not in the sent keys (none today) is kept rather than lost.
-    ordered.extend(leftover);
-    ordered
 }
 
 /// A dedupe-key component: the value, or `-` when absent.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::codes::PushEvent;
-use super::{bounded, in_sent_order, DIALECT, VENDOR};
+use super::{bounded, DIALECT, VENDOR};
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -51,7 +51,6 @@ pub(super) fn map(
     ctx: &SourceContext,
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&map);
-    let sent_keys: Vec<String> = map.keys().cloned().collect();
     let mut fields = Fields::new(map, ctx.utc_offset);
     let event_text = fields.peek_str(EVENT).ok_or_else(|| {
         MapError::UnrecognizedShape("no `event` field (UinCall pushCallEvent)".to_owned())
@@ -87,7 +86,7 @@ pub(super) fn map(
             .iter()
             .any(Option::is_some);
     let dedupe_key = dedupe_key(&event_text, &data, has_time, &hash, push);
-    data.vendor_fields = in_sent_order(fields.into_vendor_fields(), &sent_keys);
+    data.vendor_fields = fields.into_vendor_fields();
 
     let drafts = match event.event_type() {
         Some(event_type) => vec![Draft::new(event_type, time, data)],
