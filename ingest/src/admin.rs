@@ -1,9 +1,10 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! `/healthz` answers `200 ok` while the process serves HTTP. `/readyz` answers `200 ready`
-//! while the raw log takes writes ([`LogAppender::check_writable`]) and `503` with the reason
-//! otherwise, so a load balancer stops sending pushes we would refuse. `/metrics` is the
-//! Prometheus text of the default registry.
+//! while the raw log takes writes ([`LogAppender::check_writable`]), followed by `: <detail>`
+//! when the log reports a degraded state ([`LogAppender::status_detail`], e.g. the Kafka log's
+//! spool in use), and `503` with the reason otherwise, so a load balancer stops sending pushes
+//! we would refuse. `/metrics` is the Prometheus text of the default registry.
 
 use std::sync::Arc;
 
@@ -50,9 +51,13 @@ impl AdminState {
         let appender = Arc::clone(&self.appender);
         // The trait does not promise a non-blocking check (a log may look at its disk), and
         // the runtime must not block, so it runs on the blocking pool.
-        let writable = tokio::task::spawn_blocking(move || appender.check_writable()).await;
+        let writable = tokio::task::spawn_blocking(move || {
+            appender.check_writable().map(|()| appender.status_detail())
+        })
+        .await;
         match writable {
-            Ok(Ok(())) => text(StatusCode::OK, "ready".into()),
+            Ok(Ok(None)) => text(StatusCode::OK, "ready".into()),
+            Ok(Ok(Some(detail))) => text(StatusCode::OK, format!("ready: {detail}")),
             Ok(Err(reason)) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {reason}"),

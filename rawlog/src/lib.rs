@@ -9,7 +9,9 @@
 //! embedded log: committed to SQLite in WAL mode with `synchronous=FULL`, i.e. fsync'd, by a
 //! group commit that covers many appends). A record that was acknowledged survives a crash.
 //!
-//! Modules: [`record`] (the record and its metadata), [`embedded`] (the SQLite implementation).
+//! Modules: [`record`] (the record and its metadata), [`embedded`] (the SQLite implementation),
+//! [`kafka`] (the Kafka implementation with its local spool), [`kafka_codec`] (the record on the
+//! raw topic).
 
 pub mod embedded;
 pub mod kafka;
@@ -65,4 +67,10 @@ pub trait LogAppender: Send + Sync + 'static {
 
     /// Returns `Ok(())` while the log takes writes, else the reason it does not (for `/readyz`).
     fn check_writable(&self) -> Result<(), String>;
+
+    /// Returns a note on a degraded but writable state for `/readyz` (the Kafka log says when
+    /// its spool is in use and how deep it is); `None` when there is nothing to say.
+    fn status_detail(&self) -> Option<String> {
+        None
+    }
 }

@@ -116,15 +116,13 @@ pub async fn ensure_topic_with(
             topic: spec.name.to_owned(),
             source,
         })?;
-    for result in results {
-        match result {
-            Ok(_) => return Ok(TopicStatus::Created),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(TopicStatus::Existed),
-            Err((topic, code)) => return Err(AdminError::Refused { topic, code }),
-        }
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(TopicStatus::Created),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(TopicStatus::Existed),
+        Some(Err((topic, code))) => Err(AdminError::Refused { topic, code }),
+        None => Err(AdminError::Request {
+            topic: spec.name.to_owned(),
+            source: KafkaError::AdminOpCreation("the broker returned no topic result".to_owned()),
+        }),
     }
-    Err(AdminError::Request {
-        topic: spec.name.to_owned(),
-        source: KafkaError::AdminOpCreation("the broker returned no topic result".to_owned()),
-    })
 }

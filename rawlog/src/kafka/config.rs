@@ -76,6 +76,10 @@ pub const GUARDED_PROPERTIES: &[(&str, &str)] = &[
         "must be the same on every receiver (`murmur2_random`) or keys move between partitions",
     ),
     (
+        "allow.auto.create.topics",
+        "must stay `false`: a broker would create the raw topic with its default partition count",
+    ),
+    (
         "delivery.report.only.error",
         "would suppress the delivery reports the acknowledgement waits for",
     ),
@@ -325,11 +329,22 @@ impl KafkaLogSettings {
         config
             .set("enable.idempotence", "true")
             .set("partitioner", "murmur2_random")
+            .set("allow.auto.create.topics", "false")
             .set(
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),
             );
         config
+    }
+
+    /// Returns librdkafka's `message.max.bytes` for the raw producers (the `producer` table
+    /// over the `client` table over librdkafka's default).
+    pub fn message_max_bytes(&self) -> usize {
+        self.producer
+            .get("message.max.bytes")
+            .or_else(|| self.client.get("message.max.bytes"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(super::producer::DEFAULT_MESSAGE_MAX_BYTES)
     }
 
     /// Returns the librdkafka message timeout of the direct (acknowledging) producer:
@@ -354,6 +369,9 @@ fn check_overrides(table: &'static str, overrides: &BTreeMap<String, String>) ->
             .find(|(name, _)| name.eq_ignore_ascii_case(key.trim()))
         {
             return Err(guarded(reason));
+        }
+        if key.trim() == "message.max.bytes" && value.trim().parse::<usize>().is_err() {
+            return Err(guarded("must be a number of bytes"));
         }
         let in_flight_keys = ["max.in.flight.requests.per.connection", "max.in.flight"];
         if in_flight_keys.contains(&key.trim()) {

@@ -85,9 +85,16 @@
 pub mod admin;
 pub mod config;
 mod error;
+mod forwarder;
+mod producer;
+mod router;
+mod telemetry;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rdkafka::producer::{FutureProducer, Producer};
 
 pub use admin::{ensure_topic, ensure_topic_with, AdminError, TopicSpec, TopicStatus};
 pub use config::{ConfigError, KafkaLogConfig, KafkaLogSettings};
@@ -95,14 +102,21 @@ pub use error::{KafkaLogError, Result};
 
 use crate::embedded::EmbeddedLog;
 use crate::{AppendError, BoxFuture, LogAppender, Position, RawRecord};
+use forwarder::{forwarder_message_timeout, Forwarder, StopSignal};
+use router::{Router, RouterOptions};
 
 /// The consumer group under which the forwarder commits what it delivered from the spool.
 pub const FORWARDER_GROUP: &str = "callhook-forwarder";
 
-/// The Kafka raw log. Share it as `Arc<KafkaLog>` (or `Arc<dyn LogAppender>`).
+/// The Kafka raw log. Share it as `Arc<KafkaLog>` (or `Arc<dyn LogAppender>`); closing it or
+/// dropping the last handle stops the forwarder and closes the spool (both block, so do it
+/// from a blocking context at shutdown).
 pub struct KafkaLog {
     settings: KafkaLogSettings,
+    router: Arc<Router>,
     spool: Arc<EmbeddedLog>,
+    stop: Arc<StopSignal>,
+    forwarder: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -115,16 +129,57 @@ impl std::fmt::Debug for KafkaLog {
 }
 
 impl KafkaLog {
-    /// Opens the spool, creates the producers (and the raw topic when `create_topics`), and
-    /// starts the forwarder thread. Must run inside a tokio runtime (appends run on it).
+    /// Opens the spool, creates the producers (and the raw topic when `create_topics`; a
+    /// failure there is logged, not fatal: the forwarder creates it once Kafka answers), and
+    /// starts the forwarder thread. Must run inside a tokio runtime: appends run on it.
     pub async fn start(settings: KafkaLogSettings) -> Result<KafkaLog> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| KafkaLogError::NoRuntime)?;
         let spool_settings = settings.spool.clone();
-        let spool = tokio::task::spawn_blocking(move || EmbeddedLog::open(spool_settings))
-            .await
-            .map_err(|_| KafkaLogError::ForwarderPanicked)??;
+        // Opening checks the SQLite file (blocking I/O).
+        let (spool, reader) = tokio::task::spawn_blocking(move || {
+            let spool = EmbeddedLog::open(spool_settings)?;
+            let reader = spool.reader()?;
+            Ok::<_, crate::embedded::EmbeddedLogError>((spool, reader))
+        })
+        .await
+        .map_err(|_| KafkaLogError::NoRuntime)??;
+        let spool = Arc::new(spool);
+        let direct = create_producer(&settings, "direct", settings.direct_message_timeout())?;
+        let forwarding =
+            create_producer(&settings, "forwarder", forwarder_message_timeout(&settings))?;
+        if settings.create_topics {
+            create_raw_topic(&settings).await;
+        }
+        let options = RouterOptions {
+            topic: settings.raw_topic.clone(),
+            ack_timeout: settings.ack_timeout,
+            message_max_bytes: settings.message_max_bytes(),
+            runtime,
+        };
+        let router = Arc::new(Router::new(direct, Arc::clone(&spool), options));
+        telemetry::set_spool_state(router.is_spooling(), spool.unconsumed_records());
+        let stop = Arc::new(StopSignal::default());
+        let forwarder = Forwarder::new(
+            settings.clone(),
+            Arc::clone(&router),
+            Arc::clone(&spool),
+            reader,
+            forwarding,
+            Arc::clone(&stop),
+        )
+        .map_err(KafkaLogError::SpawnForwarder)?;
+        // A std thread: the forwarder blocks on SQLite and on metadata requests.
+        let handle = std::thread::Builder::new()
+            .name("callhook-spool-forwarder".to_owned())
+            .spawn(move || forwarder.run())
+            .map_err(KafkaLogError::SpawnForwarder)?;
         Ok(KafkaLog {
             settings,
-            spool: Arc::new(spool),
+            router,
+            spool,
+            stop,
+            forwarder: Mutex::new(Some(handle)),
         })
     }
 
@@ -140,7 +195,7 @@ impl KafkaLog {
 
     /// Returns whether appends currently go to the spool.
     pub fn spool_in_use(&self) -> bool {
-        false
+        self.router.is_spooling()
     }
 
     /// Returns the records in the spool that Kafka has not confirmed yet.
@@ -149,23 +204,93 @@ impl KafkaLog {
     }
 
     /// Stops the forwarder, flushes the direct producer (for at most `ack_timeout_ms`) and
-    /// closes the spool. Blocks: call it from a blocking context. Closing twice is a no-op.
+    /// closes the spool. Stop the receivers first: appends after `close` are refused. Blocks:
+    /// call it from a blocking context. Closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
+        self.stop.stop();
+        let handle = self
+            .forwarder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        let joined = handle.join();
+        // Pending direct sends resolve now (delivered, or failed and then spooled).
+        let _ = self
+            .router
+            .direct_producer()
+            .flush(self.settings.ack_timeout);
         self.spool.close()?;
-        Ok(())
+        joined.map_err(|_| KafkaLogError::ForwarderPanicked)
+    }
+}
+
+fn create_producer(
+    settings: &KafkaLogSettings,
+    role: &'static str,
+    message_timeout: std::time::Duration,
+) -> Result<FutureProducer> {
+    settings
+        .producer_config(message_timeout)
+        .create()
+        .map_err(|source| KafkaLogError::Producer { role, source })
+}
+
+async fn create_raw_topic(settings: &KafkaLogSettings) {
+    let spec = TopicSpec {
+        name: &settings.raw_topic,
+        partitions: settings.raw_topic_partitions.get(),
+        replication_factor: settings.raw_topic_replication_factor,
+    };
+    match ensure_topic_with(&settings.client_config(), &spec, settings.ack_timeout).await {
+        Ok(TopicStatus::Created) => {
+            tracing::info!(
+                topic = spec.name,
+                partitions = spec.partitions,
+                "created the raw topic"
+            );
+        }
+        Ok(TopicStatus::Existed) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot ensure the raw topic now; the forwarder retries once kafka answers");
+        }
     }
 }
 
 impl LogAppender for KafkaLog {
     fn append(
         &self,
-        _key: String,
-        _record: RawRecord,
+        key: String,
+        record: RawRecord,
     ) -> BoxFuture<'static, std::result::Result<Position, AppendError>> {
-        Box::pin(async { Err(AppendError::Unavailable("not implemented yet".to_owned())) })
+        self.router.append(key, record)
     }
 
     fn check_writable(&self) -> std::result::Result<(), String> {
-        Err("not implemented yet".to_owned())
+        let Some((_, failure)) = self.router.spooling() else {
+            return Ok(());
+        };
+        self.spool.check_writable().map_err(|spool| {
+            format!("kafka is unavailable ({failure}) and the spool cannot take writes: {spool}")
+        })
+    }
+
+    fn status_detail(&self) -> Option<String> {
+        let (spooling_for, failure) = self.router.spooling()?;
+        Some(format!(
+            "spool in use for {} s: {} records wait for kafka (last kafka failure: {failure})",
+            spooling_for.as_secs(),
+            self.spool.unconsumed_records()
+        ))
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "kafka raw log did not close cleanly");
+        }
     }
 }
