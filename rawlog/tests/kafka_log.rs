@@ -238,3 +238,41 @@ async fn test_neither_kafka_nor_spool_writable_refuses_the_append() {
     );
     close(log).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_spooled_records_survive_a_restart_of_the_log_and_are_forwarded_first() {
+    let mut broker = KafkaBroker::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("restart");
+    let settings = settings(&broker.bootstrap_servers(), &topic, data_dir.path());
+    let first = Arc::new(start(settings.clone()).await);
+    broker.stop();
+    let mut acked = append_all(&first, KEYS, 0..50).await;
+    assert!(first.spool_in_use());
+    close(first).await;
+
+    // A new process on the same data directory, Kafka still down.
+    let second = Arc::new(start(settings).await);
+    assert!(
+        second.spool_in_use(),
+        "records in the spool at start mean spooling"
+    );
+    assert_eq!(second.spool_depth(), 50);
+    // New appends queue behind the old ones.
+    acked.extend(append_all(&second, KEYS, 50..70).await);
+    assert_eq!(second.spool_depth(), 70);
+
+    broker.restart();
+    wait_until(Duration::from_secs(20), "the spool drained", || {
+        !second.spool_in_use() && second.spool_depth() == 0
+    })
+    .await;
+    let brokers = broker.bootstrap_servers();
+    let expected: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    let on_topic = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, &expected))
+        .await
+        .unwrap();
+    let duplicates = check_complete_and_ordered(&on_topic, &acked);
+    assert_eq!(duplicates, 0, "a clean drain sends each record once");
+    close(second).await;
+}

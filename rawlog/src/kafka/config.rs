@@ -402,3 +402,195 @@ fn invalid(field: &'static str, reason: &str) -> ConfigError {
         reason: reason.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn with_brokers() -> KafkaLogConfig {
+        KafkaLogConfig {
+            brokers: "kafka-1:9092,kafka-2:9092".to_owned(),
+            ..KafkaLogConfig::default()
+        }
+    }
+
+    #[test]
+    fn test_defaults_validate_with_the_spool_under_data_dir() {
+        let settings = with_brokers()
+            .validate(Path::new("/var/lib/callhook"))
+            .unwrap();
+        assert_eq!(settings.raw_topic, "callhook.raw");
+        assert_eq!(settings.raw_topic_partitions.get(), 6);
+        assert!(settings.create_topics);
+        assert_eq!(settings.ack_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.spool.path,
+            PathBuf::from("/var/lib/callhook/spool.db")
+        );
+        assert_eq!(settings.spool.retention, Duration::ZERO);
+        assert_eq!(settings.direct_message_timeout(), Duration::from_secs(3));
+        assert_eq!(settings.message_max_bytes(), 1_000_000);
+        assert_eq!(
+            settings.producer.get("linger.ms").map(String::as_str),
+            Some("5")
+        );
+    }
+
+    #[test]
+    fn test_toml_section_parses_over_spool_defaults_and_rejects_unknown_fields() {
+        let config: KafkaLogConfig = toml::from_str(
+            "brokers = \"k:9092\"\nraw_topic = \"raw\"\nack_timeout_ms = 500\n\
+             [producer]\n\"linger.ms\" = \"10\"\n\"compression.type\" = \"lz4\"\n\
+             [spool]\npath = \"/spool/s.db\"\nmax_unconsumed_records = 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.raw_topic, "raw");
+        assert_eq!(config.producer.len(), 2);
+        assert_eq!(config.spool.path.as_deref(), Some(Path::new("/spool/s.db")));
+        assert_eq!(config.spool.max_unconsumed_records, 10);
+        // Unset spool fields take the spool defaults, not `[log.embedded]`'s.
+        assert_eq!(config.spool.retention_hours, 0);
+        let settings = config.validate(Path::new("/data")).unwrap();
+        assert_eq!(settings.spool.path, PathBuf::from("/spool/s.db"));
+        assert_eq!(settings.ack_timeout, Duration::from_millis(500));
+        assert!(toml::from_str::<KafkaLogConfig>("brokerz = \"k\"\n").is_err());
+        assert!(toml::from_str::<KafkaLogConfig>("[spool]\nretention_days = 1\n").is_err());
+    }
+
+    #[test]
+    fn test_guarded_overrides_are_rejected_naming_key_and_reason() {
+        for key in [
+            "bootstrap.servers",
+            "enable.idempotence",
+            "acks",
+            "transactional.id",
+            "message.timeout.ms",
+            "partitioner",
+            "allow.auto.create.topics",
+        ] {
+            for table in ["producer", "client"] {
+                let mut config = with_brokers();
+                let overrides = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
+                if table == "producer" {
+                    config.producer = overrides;
+                } else {
+                    config.client = overrides;
+                }
+                let error = config.validate(Path::new("/data")).unwrap_err();
+                let text = error.to_string();
+                assert!(
+                    text.contains(&format!("`log.kafka.{table}` key `{key}`")),
+                    "{text}"
+                );
+                assert!(matches!(error, ConfigError::GuardedProperty { .. }));
+            }
+        }
+    }
+
+    #[test]
+    fn test_in_flight_requests_are_bounded_for_idempotence() {
+        let with_in_flight = |value: &str| {
+            let mut config = with_brokers();
+            config.producer.insert(
+                "max.in.flight.requests.per.connection".to_owned(),
+                value.to_owned(),
+            );
+            config.validate(Path::new("/data"))
+        };
+        assert!(with_in_flight("5").is_ok());
+        assert!(with_in_flight("1").is_ok());
+        for bad in ["6", "0", "many"] {
+            let error = with_in_flight(bad).unwrap_err().to_string();
+            assert!(error.contains("idempotent"), "{error}");
+        }
+    }
+
+    #[test]
+    fn test_message_max_bytes_override_is_used_and_checked() {
+        let mut config = with_brokers();
+        config
+            .producer
+            .insert("message.max.bytes".to_owned(), "2000000".to_owned());
+        let settings = config.validate(Path::new("/data")).unwrap();
+        assert_eq!(settings.message_max_bytes(), 2_000_000);
+        config
+            .producer
+            .insert("message.max.bytes".to_owned(), "2MB".to_owned());
+        assert!(config.validate(Path::new("/data")).is_err());
+    }
+
+    #[test]
+    fn test_out_of_range_fields_are_rejected_by_name() {
+        let data_dir = Path::new("/data");
+        let cases: Vec<(KafkaLogConfig, &str)> = vec![
+            (KafkaLogConfig::default(), "brokers"),
+            (
+                KafkaLogConfig {
+                    raw_topic: "bad topic".to_owned(),
+                    ..with_brokers()
+                },
+                "raw_topic",
+            ),
+            (
+                KafkaLogConfig {
+                    raw_topic_partitions: 0,
+                    ..with_brokers()
+                },
+                "raw_topic_partitions",
+            ),
+            (
+                KafkaLogConfig {
+                    raw_topic_replication_factor: 0,
+                    ..with_brokers()
+                },
+                "raw_topic_replication_factor",
+            ),
+            (
+                KafkaLogConfig {
+                    ack_timeout_ms: 0,
+                    ..with_brokers()
+                },
+                "ack_timeout_ms",
+            ),
+            (
+                KafkaLogConfig {
+                    forwarder_batch_records: 0,
+                    ..with_brokers()
+                },
+                "forwarder_batch_records",
+            ),
+        ];
+        for (config, expected_field) in cases {
+            match config.validate(data_dir) {
+                Err(ConfigError::InvalidField { field, .. }) => assert_eq!(field, expected_field),
+                other => panic!("`{expected_field}` out of range gave {other:?}"),
+            }
+        }
+        let bad_spool = KafkaLogConfig {
+            spool: EmbeddedLogConfig {
+                partitions: 0,
+                ..default_spool()
+            },
+            ..with_brokers()
+        };
+        assert!(matches!(
+            bad_spool.validate(data_dir),
+            Err(ConfigError::Spool(_))
+        ));
+    }
+
+    #[test]
+    fn test_producer_config_sets_the_guarantees_last() {
+        let settings = with_brokers().validate(Path::new("/data")).unwrap();
+        let config = settings.producer_config(Duration::from_millis(3000));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("message.timeout.ms"), Some("3000"));
+        assert_eq!(config.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(config.get("linger.ms"), Some("5"));
+        assert_eq!(
+            config.get("bootstrap.servers"),
+            Some("kafka-1:9092,kafka-2:9092")
+        );
+    }
+}

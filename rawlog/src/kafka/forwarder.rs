@@ -73,6 +73,15 @@ impl StopSignal {
     }
 }
 
+/// Why the raw topic cannot take records.
+#[derive(Debug, PartialEq, Eq)]
+enum TopicProblem {
+    /// The broker does not know the topic.
+    Missing,
+    /// Anything else (broker unreachable, no leader).
+    Other(String),
+}
+
 /// Why a forwarding round stopped early.
 struct RoundFailure {
     confirmed: u64,
@@ -236,23 +245,21 @@ impl Forwarder {
     /// Asks Kafka for the raw topic's metadata; creates the topic when missing (and allowed).
     /// Returns whether every partition of the topic has a leader.
     fn probe(&mut self) -> bool {
-        let topic = self.settings.raw_topic.clone();
-        let outcome = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&topic), self.settings.ack_timeout);
+        let mut outcome = self.topic_ready();
+        if outcome == Err(TopicProblem::Missing) {
+            outcome = match self.create_missing_topic() {
+                // Just created: look again (the broker may need a moment for leaders).
+                Ok(()) => self.topic_ready(),
+                Err(reason) => Err(TopicProblem::Other(reason)),
+            };
+        }
         let reason = match outcome {
-            Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
-                    if found.partitions().iter().all(|p| p.leader() >= 0) {
-                        self.kafka_up = true;
-                        return true;
-                    }
-                    "a raw topic partition has no leader".to_owned()
-                }
-                _ => self.create_missing_topic(),
-            },
-            Err(error) => error.to_string(),
+            Ok(()) => {
+                self.kafka_up = true;
+                return true;
+            }
+            Err(TopicProblem::Missing) => "the raw topic does not exist".to_owned(),
+            Err(TopicProblem::Other(reason)) => reason,
         };
         self.producer_stale = true;
         ProbeFailed {
@@ -264,14 +271,37 @@ impl Forwarder {
         false
     }
 
-    /// Creates the raw topic when `create_topics` is on; returns the probe's failure reason.
-    fn create_missing_topic(&mut self) -> String {
+    /// Fetches the raw topic's metadata: `Ok` when every partition has a leader.
+    fn topic_ready(&self) -> Result<(), TopicProblem> {
+        let topic = &self.settings.raw_topic;
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), self.settings.ack_timeout)
+            .map_err(|error| TopicProblem::Other(error.to_string()))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found {
+            Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
+                if found.partitions().iter().all(|p| p.leader() >= 0) {
+                    Ok(())
+                } else {
+                    Err(TopicProblem::Other(
+                        "a raw topic partition has no leader".to_owned(),
+                    ))
+                }
+            }
+            _ => Err(TopicProblem::Missing),
+        }
+    }
+
+    /// Creates the raw topic when `create_topics` is on.
+    fn create_missing_topic(&mut self) -> Result<(), String> {
         if !self.settings.create_topics {
             tracing::error!(
                 topic = %self.settings.raw_topic,
                 "the raw topic does not exist and `create_topics` is off; create it to drain the spool"
             );
-            return "the raw topic does not exist".to_owned();
+            return Err("the raw topic does not exist".to_owned());
         }
         let spec = TopicSpec {
             name: &self.settings.raw_topic,
@@ -285,16 +315,17 @@ impl Forwarder {
             self.settings.ack_timeout,
         ));
         match created {
-            Ok(TopicStatus::Created) => {
-                tracing::info!(
-                    topic = spec.name,
-                    partitions = spec.partitions,
-                    "created the raw topic"
-                );
-                "the raw topic was just created".to_owned()
+            Ok(status) => {
+                if status == TopicStatus::Created {
+                    tracing::info!(
+                        topic = spec.name,
+                        partitions = spec.partitions,
+                        "created the raw topic"
+                    );
+                }
+                Ok(())
             }
-            Ok(TopicStatus::Existed) => "the raw topic has no partitions yet".to_owned(),
-            Err(error) => error.to_string(),
+            Err(error) => Err(error.to_string()),
         }
     }
 
