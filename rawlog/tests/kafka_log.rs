@@ -276,3 +276,40 @@ async fn test_spooled_records_survive_a_restart_of_the_log_and_are_forwarded_fir
     assert_eq!(duplicates, 0, "a clean drain sends each record once");
     close(second).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_record_kafka_refuses_is_never_spooled() {
+    let mut broker = KafkaBroker::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("too-large");
+    let mut config = config(&broker.bootstrap_servers(), &topic);
+    config
+        .producer
+        .insert("message.max.bytes".to_owned(), "10000".to_owned());
+    let log = Arc::new(start(config.validate(data_dir.path()).unwrap()).await);
+    let too_large = |index| RawRecord {
+        body: Bytes::from(vec![b'x'; 20_000]),
+        ..record("7moor", index)
+    };
+    // Direct: librdkafka refuses it at once; the log stays direct.
+    let refused = log.append("call-a".to_owned(), too_large(0)).await;
+    assert!(
+        matches!(&refused, Err(AppendError::Unavailable(reason)) if reason.contains("refuses")),
+        "{refused:?}"
+    );
+    assert!(!log.spool_in_use());
+    append_all(&log, KEYS, 1..3).await;
+
+    broker.stop();
+    append_all(&log, KEYS, 3..10).await;
+    assert!(log.spool_in_use());
+    let depth = log.spool_depth();
+    // Spooling: the size estimate refuses it before the spool takes it.
+    let refused = log.append("call-a".to_owned(), too_large(10)).await;
+    assert!(
+        matches!(&refused, Err(AppendError::Unavailable(reason)) if reason.contains("refuses")),
+        "{refused:?}"
+    );
+    assert_eq!(log.spool_depth(), depth);
+    close(log).await;
+}

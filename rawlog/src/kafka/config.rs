@@ -85,6 +85,13 @@ pub const GUARDED_PROPERTIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// librdkafka properties callhook sets on the raw producers unless the `producer` table does.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    // Small: a push waits for its delivery report, and many pushes in flight fill a
+    // request anyway.
+    ("linger.ms", "5"),
+];
+
 /// The largest `max.in.flight.requests.per.connection` that keeps idempotent ordering.
 pub const MAX_IN_FLIGHT_FOR_IDEMPOTENCE: u32 = 5;
 
@@ -139,8 +146,10 @@ pub struct KafkaLogConfig {
     /// librdkafka properties for every client callhook creates for this cluster (producers,
     /// admin clients, and the normalizer's consumers): put security settings here.
     pub client: BTreeMap<String, String>,
-    /// librdkafka properties for the raw producers only, e.g. `"linger.ms" = "5"`. Keys that
-    /// conflict with a typed option or a guarantee are rejected (see `GUARDED_PROPERTIES`).
+    /// librdkafka properties for the raw producers only, over callhook's defaults
+    /// (`linger.ms` = 5, so many pushes share a request without waiting long), e.g.
+    /// `"compression.type" = "lz4"`. Keys that conflict with a typed option or a guarantee are
+    /// rejected (see `GUARDED_PROPERTIES`).
     pub producer: BTreeMap<String, String>,
     /// Records the forwarder reads from the spool and sends together; their spool offsets are
     /// committed once every one of them is confirmed.
@@ -169,7 +178,7 @@ impl Default for KafkaLogConfig {
             create_topics: true,
             ack_timeout_ms: 2_000,
             client: BTreeMap::new(),
-            producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
+            producer: BTreeMap::new(),
             forwarder_batch_records: 2_000,
             forwarder_delivery_timeout_ms: 30_000,
             forwarder_backoff_max_ms: 5_000,
@@ -319,10 +328,14 @@ impl KafkaLogSettings {
     }
 
     /// Returns the config of a raw producer whose messages librdkafka expires after
-    /// `message_timeout`: the client config, the `producer` table, then the guarded
-    /// properties (idempotence, Java-compatible partitioner, the timeout).
+    /// `message_timeout`: the client config, callhook's producer defaults
+    /// ([`PRODUCER_DEFAULTS`]), the `producer` table, then the guarded properties
+    /// (idempotence, Java-compatible partitioner, no broker-side topic creation, the timeout).
     pub fn producer_config(&self, message_timeout: Duration) -> ClientConfig {
         let mut config = self.client_config();
+        for (key, value) in PRODUCER_DEFAULTS {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.producer {
             config.set(key, value);
         }
@@ -431,10 +444,7 @@ mod tests {
         assert_eq!(settings.spool.retention, Duration::ZERO);
         assert_eq!(settings.direct_message_timeout(), Duration::from_secs(3));
         assert_eq!(settings.message_max_bytes(), 1_000_000);
-        assert_eq!(
-            settings.producer.get("linger.ms").map(String::as_str),
-            Some("5")
-        );
+        assert!(settings.producer.is_empty());
     }
 
     #[test]
@@ -588,6 +598,13 @@ mod tests {
         assert_eq!(config.get("message.timeout.ms"), Some("3000"));
         assert_eq!(config.get("partitioner"), Some("murmur2_random"));
         assert_eq!(config.get("linger.ms"), Some("5"));
+        let mut lingering = with_brokers();
+        lingering
+            .producer
+            .insert("linger.ms".to_owned(), "20".to_owned());
+        let settings = lingering.validate(Path::new("/data")).unwrap();
+        let config = settings.producer_config(Duration::from_millis(3000));
+        assert_eq!(config.get("linger.ms"), Some("20"));
         assert_eq!(
             config.get("bootstrap.servers"),
             Some("kafka-1:9092,kafka-2:9092")

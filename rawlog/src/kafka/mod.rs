@@ -9,7 +9,8 @@
 //! async KafkaLog::start(settings: KafkaLogSettings) -> Result<KafkaLog, KafkaLogError>
 //!     // inside a tokio runtime; opens the spool (on the blocking pool), creates the raw topic
 //!     // when `create_topics` (a failure there is logged, not fatal), starts the forwarder thread
-//! KafkaLog: LogAppender (share as Arc<KafkaLog> or Arc<dyn LogAppender>)
+//! KafkaLog: LogAppender (share as Arc<KafkaLog> or Arc<dyn LogAppender>); check_writable and
+//!     status_detail feed /readyz; spool_in_use(), spool_depth()
 //! KafkaLog::close(&self) -> Result<(), KafkaLogError>   // blocking: call from spawn_blocking
 //! async admin::ensure_topic(brokers: &str, name: &str, partitions: u32)
 //!     -> Result<TopicStatus, AdminError>
@@ -70,11 +71,15 @@
 //!   duplicates reach Kafka.
 //! - **Spooling to direct.** Only when the spool is empty (everything confirmed), no append
 //!   is on its way into the spool and no direct send is pending does the forwarder switch the
-//!   log back to direct; new appends then come after everything spooled.
+//!   log back to direct, through a fresh direct producer (the purged one carries idempotence
+//!   state a restarted broker may not know); new appends then come after everything spooled.
 //!
 //! Exception: a message the broker rejects permanently while later messages of its partition
 //! are in flight (authorization or corrupt-record errors, not timeouts or outages) may be
 //! overtaken by them after librdkafka resets the idempotent sequence.
+//!
+//! Why the first copies stay in order, and what the real broker in the tests taught us, is in
+//! `design.md` beside this file.
 //!
 //! # Modules
 //!
