@@ -134,10 +134,20 @@ impl Forwarder {
     pub(crate) fn run(mut self) {
         while !self.stop.is_stopped() {
             let generation = self.spool.append_generation();
+            if self.router.take_direct_failure() {
+                // The direct path just failed: probe before trusting Kafka with a batch.
+                self.kafka_up = false;
+                self.producer_stale = true;
+            }
             if self.spool.unconsumed_records() == 0 {
-                if self.router.is_spooling() && !self.resume_direct() {
-                    self.pause();
-                    continue;
+                if self.router.is_spooling() {
+                    if !self.kafka_up && !self.probe() {
+                        self.pause();
+                        continue;
+                    }
+                    // Fails while direct sends or spool appends are pending; their records
+                    // wake the wait below, or the next turn looks again.
+                    self.resume_direct();
                 }
                 self.spool.wait_for_append(generation, IDLE_WAIT);
                 continue;
@@ -172,21 +182,19 @@ impl Forwarder {
         }
     }
 
-    /// Probes Kafka and, when nothing is pending, switches the router back to direct sends
-    /// with a fresh direct producer. Returns whether the router is direct now.
+    /// When nothing is pending, switches the router back to direct sends with a fresh direct
+    /// producer (Kafka answered a probe or confirmed a batch). Returns whether it did.
     ///
     /// Why a fresh producer: the purge at the start of spooling left the old one with a
     /// sequence gap that librdkafka repairs by bumping its epoch, and a broker that lost its
     /// state (an in-memory broker restarted, a topic re-created) may not know its producer id
     /// at all, or hand the same id to another producer. A new producer registers anew.
     fn resume_direct(&mut self) -> bool {
-        if !self.kafka_up && !self.probe() {
-            return false;
-        }
         if !self.router.is_drained() {
             return false;
         }
         let Some(fresh) = self.fresh_producer(self.settings.direct_message_timeout()) else {
+            self.kafka_up = false;
             return false;
         };
         match self.router.try_resume_direct(fresh) {

@@ -7,6 +7,7 @@
 //! producer may block briefly, so it runs on the blocking pool.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,8 +57,6 @@ struct RouterState {
     next_ticket: u64,
     /// Direct sends not yet settled and appends waiting behind them, in call order.
     waiting: BTreeMap<u64, Slot>,
-    /// Appends handed to the spool whose answer has not arrived yet.
-    spool_appends_in_progress: u64,
     spooling_since: Option<Instant>,
     last_failure: Option<String>,
 }
@@ -73,6 +72,13 @@ enum Route {
 /// Shared by every append and by the forwarder.
 pub(crate) struct Router {
     state: Mutex<RouterState>,
+    /// Appends handed to the spool whose answer has not arrived yet. Raised under the state
+    /// lock (so never while the forwarder checks for a drained spool), lowered without it
+    /// (after the spool answered, when the record already counts as unconsumed).
+    spool_appends_in_progress: Arc<AtomicU64>,
+    /// Set when the direct path fails (the switch to spooling), taken by the forwarder: Kafka
+    /// may have been fine when it last looked.
+    direct_failed: AtomicBool,
     spool: Arc<EmbeddedLog>,
     topic: String,
     ack_timeout: Duration,
@@ -111,12 +117,13 @@ impl Router {
             direct,
             next_ticket: 0,
             waiting: BTreeMap::new(),
-            spool_appends_in_progress: 0,
             spooling_since: spooling.then(Instant::now),
             last_failure: spooling.then(|| "the spool held records at start".to_owned()),
         };
         Self {
             state: Mutex::new(state),
+            spool_appends_in_progress: Arc::new(AtomicU64::new(0)),
+            direct_failed: AtomicBool::new(false),
             spool,
             topic: options.topic,
             ack_timeout: options.ack_timeout,
@@ -226,10 +233,11 @@ impl Router {
         Route::Wait(answer)
     }
 
-    /// Hands one record to the spool (queued at once) and returns its answer.
+    /// Hands one record to the spool (queued at once) and returns its answer. Takes the locked
+    /// state to show it runs under the lock: spool order must follow call order.
     fn enqueue_spool(
-        self: &Arc<Self>,
-        state: &mut RouterState,
+        &self,
+        _locked: &mut RouterState,
         key: String,
         record: RawRecord,
         size_checked: bool,
@@ -249,10 +257,11 @@ impl Router {
                 "kafka refuses the record: {reason}"
             )))));
         }
-        state.spool_appends_in_progress += 1;
+        self.spool_appends_in_progress
+            .fetch_add(1, Ordering::SeqCst);
         let answer = self.spool.append(key, record);
         let guard = InProgressGuard {
-            router: Arc::clone(self),
+            in_progress: Arc::clone(&self.spool_appends_in_progress),
         };
         let spool = Arc::clone(&self.spool);
         Box::pin(async move {
@@ -379,6 +388,11 @@ impl Router {
         }
     }
 
+    /// Returns whether the direct path failed since the last call.
+    pub(crate) fn take_direct_failure(&self) -> bool {
+        self.direct_failed.swap(false, Ordering::SeqCst)
+    }
+
     /// Returns whether appends go to the spool now.
     pub(crate) fn is_spooling(&self) -> bool {
         lock(&self.state).mode == Mode::Spooling
@@ -403,8 +417,10 @@ impl Router {
     }
 
     fn drained(&self, state: &RouterState) -> bool {
+        // In-progress first: once it reads 0, every answered record is already counted in
+        // the spool's unconsumed records read next.
         state.waiting.is_empty()
-            && state.spool_appends_in_progress == 0
+            && self.spool_appends_in_progress.load(Ordering::SeqCst) == 0
             && self.spool.unconsumed_records() == 0
     }
 
@@ -442,6 +458,7 @@ impl Router {
             return;
         }
         state.mode = Mode::Spooling;
+        self.direct_failed.store(true, Ordering::SeqCst);
         state.spooling_since = Some(Instant::now());
         state.last_failure = Some(reason.to_owned());
         SpoolingStarted { reason }.emit();
@@ -461,14 +478,13 @@ struct PendingDirect {
     record: RawRecord,
 }
 
-/// Counts an append on its way into the spool until it is answered.
+/// Counts an append on its way into the spool until it is answered (or abandoned).
 struct InProgressGuard {
-    router: Arc<Router>,
+    in_progress: Arc<AtomicU64>,
 }
 
 impl Drop for InProgressGuard {
     fn drop(&mut self) {
-        let mut state = lock(&self.router.state);
-        state.spool_appends_in_progress = state.spool_appends_in_progress.saturating_sub(1);
+        self.in_progress.fetch_sub(1, Ordering::SeqCst);
     }
 }
