@@ -112,29 +112,45 @@ async fn close(log: Arc<KafkaLog>) {
         .unwrap();
 }
 
-/// Appends records `range` with keys cycling over `keys`, all in flight at once; returns the
-/// `(key, request id)` of each, in call order, after asserting every one was acknowledged.
-async fn append_all(
-    log: &KafkaLog,
-    keys: &[&str],
-    range: std::ops::Range<usize>,
-) -> Vec<(String, String)> {
-    let appends: Vec<_> = range
+/// Appends in flight: `(key, request id, answer)` in call order.
+type InFlight = Vec<(
+    String,
+    String,
+    callhook_rawlog::BoxFuture<'static, Result<callhook_rawlog::Position, AppendError>>,
+)>;
+
+/// Calls `append` for records `range`, keys cycling over `keys`, without waiting.
+fn start_appends(log: &KafkaLog, keys: &[&str], range: std::ops::Range<usize>) -> InFlight {
+    range
         .map(|index| {
             let key = keys[index % keys.len()].to_owned();
             let record = record("7moor", index);
             let id = record.request_id.clone();
             (key.clone(), id, log.append(key, record))
         })
-        .collect();
+        .collect()
+}
+
+/// Waits for every answer, asserting each was acknowledged; returns `(key, request id)` in
+/// call order.
+async fn finish_appends(in_flight: InFlight) -> Vec<(String, String)> {
     let mut acked = Vec::new();
-    for (key, id, append) in appends {
+    for (key, id, append) in in_flight {
         append
             .await
             .unwrap_or_else(|error| panic!("`{id}` refused: {error}"));
         acked.push((key, id));
     }
     acked
+}
+
+/// Appends records `range` with keys cycling over `keys`, all in flight at once.
+async fn append_all(
+    log: &KafkaLog,
+    keys: &[&str],
+    range: std::ops::Range<usize>,
+) -> Vec<(String, String)> {
+    finish_appends(start_appends(log, keys, range)).await
 }
 
 const KEYS: &[&str] = &[
@@ -158,8 +174,14 @@ async fn test_broker_outage_spools_then_every_acked_record_reaches_the_topic_in_
     append_all(&log, KEYS, 0..20).await;
     assert!(!log.spool_in_use());
 
-    broker.stop();
-    // Many appends in flight when Kafka stops confirming: all go to the spool, in order.
+    // The broker stops while a wave of appends is in flight: every one is still acknowledged
+    // (the in-memory broker forgets those it took before dying; the others are spooled).
+    let wave = start_appends(&log, KEYS, 100..400);
+    tokio::task::block_in_place(|| broker.stop());
+    let in_flight_at_stop = finish_appends(wave).await;
+    assert_eq!(in_flight_at_stop.len(), 300);
+    let spooled_at_stop = log.spool_depth();
+    // Appends after the stop all go to the spool, in order.
     let mut acked = append_all(&log, KEYS, 1000..1400).await;
     assert!(log.spool_in_use());
     assert!(log.spool_depth() >= 400, "depth {}", log.spool_depth());
@@ -204,6 +226,28 @@ async fn test_broker_outage_spools_then_every_acked_record_reaches_the_topic_in_
         .await
         .unwrap();
     let duplicates = check_complete_and_ordered(&on_topic, &acked);
+    // Of the wave in flight at the stop, at least what was spooled arrives, in key order.
+    let arrived: std::collections::HashSet<&str> = on_topic
+        .iter()
+        .map(|r| r.record.request_id.as_str())
+        .collect();
+    let wave_arrived: Vec<(String, String)> = in_flight_at_stop
+        .into_iter()
+        .filter(|(_, id)| arrived.contains(id.as_str()))
+        .collect();
+    assert!(
+        wave_arrived.len() as u64 >= spooled_at_stop,
+        "{} of the wave arrived, {spooled_at_stop} were spooled",
+        wave_arrived.len()
+    );
+    let wave_ids: std::collections::HashSet<&String> =
+        wave_arrived.iter().map(|(_, id)| id).collect();
+    let wave_on_topic: Vec<TopicRecord> = on_topic
+        .iter()
+        .filter(|r| wave_ids.contains(&r.record.request_id))
+        .cloned()
+        .collect();
+    check_complete_and_ordered(&wave_on_topic, &wave_arrived);
     eprintln!(
         "{} acknowledged, {} on the topic, {duplicates} duplicates",
         acked.len(),
