@@ -1,0 +1,231 @@
+//! `normalizer-bench`: normalizer throughput (map + dedupe + SQLite sink) draining a pre-filled
+//! raw log — also the time to rebuild the database from the log — and the memory of the
+//! dedupe cache at a given number of keys. Prints one JSON object on stdout.
+//!
+//! 1. Dedupe cache: allocated bytes (counted by this binary's global allocator) and RSS growth
+//!    of a [`DedupeCache`] holding `--dedupe-keys` keys, measured first, alone.
+//! 2. Pre-fill: `--pushes` records appended to a fresh [`EmbeddedLog`] through its ordinary
+//!    append path (group commit, fsync), cycling through the golden fixtures with unique ids
+//!    ([`VendorMix`]).
+//! 3. Drain: a fresh SQLite sink and [`Normalizer::drain`] with the default `[normalizer]`
+//!    settings (or `--batch-records`), timed from `Normalizer::new` to the last commit.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use callhook_bench::fixtures::{default_fixture_dir, VendorMix};
+use callhook_bench::procfs::{own_cpu_time, own_memory};
+use callhook_normalizer::dedupe::DedupeCache;
+use callhook_normalizer::{Normalizer, NormalizerConfig};
+use callhook_rawlog::embedded::{EmbeddedLog, EmbeddedLogConfig, IntegrityCheck};
+use callhook_rawlog::{LogAppender, RawRecord};
+use callhook_sinks::{SqliteSink, SqliteSinkSettings};
+use clap::Parser;
+use serde_json::json;
+
+/// Counts the bytes currently allocated through the global allocator.
+struct CountingAllocator;
+
+static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Pre-fills a raw log with fixture pushes and times the normalizer draining it.
+#[derive(Parser)]
+#[command(name = "normalizer-bench")]
+struct Args {
+    /// Pushes written to the raw log.
+    #[arg(long, default_value_t = 1_000_000)]
+    pushes: u64,
+    /// Keys put in the dedupe cache for its memory figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    dedupe_keys: usize,
+    /// `[normalizer] max_batch_records` (default: the shipped default).
+    #[arg(long)]
+    batch_records: Option<usize>,
+    /// Working directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The golden fixtures.
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dedupe = measure_dedupe_cache(args.dedupe_keys);
+    let temporary = tempfile::tempdir()?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let mix = VendorMix::load(&args.fixtures.clone().unwrap_or_else(default_fixture_dir))?;
+    let log = Arc::new(open_log(&dir)?);
+    let prefill_started = Instant::now();
+    prefill(&log, &mix, args.pushes)?;
+    let prefill_seconds = prefill_started.elapsed().as_secs_f64();
+    let memory_before_drain = own_memory();
+    let drain = drain(&log, &dir, &mix, args.batch_records)?;
+    log.close()?;
+    let output = json!({
+        "pushes": args.pushes,
+        "fixtures_found": mix.fixtures_found,
+        "fixtures_used": mix.pushes.len(),
+        "fixtures_dead_letter": mix.pushes.iter().filter(|push| push.dead_letter).count(),
+        "fixtures_excluded": mix.fixtures_excluded,
+        "prefill_seconds": prefill_seconds,
+        "prefill_appends_per_second": args.pushes as f64 / prefill_seconds,
+        "memory_before_drain": memory_before_drain,
+        "drain": drain,
+        "dedupe_cache": dedupe,
+        "memory": own_memory(),
+    });
+    println!("{}", serde_json::to_string(&output)?);
+    Ok(())
+}
+
+fn measure_dedupe_cache(keys: usize) -> serde_json::Value {
+    let Some(capacity) = NonZeroUsize::new(keys) else {
+        return json!(null);
+    };
+    let allocated_before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+    let rss_before = own_memory().rss_kib;
+    let mut cache = DedupeCache::new(capacity);
+    for index in 0..keys {
+        let key = format!("7moor.v7:eid:{index:032x}:3a813cd46f926891");
+        cache.remember("7moor", &key);
+    }
+    let allocated = ALLOCATED_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(allocated_before);
+    let rss_growth_kib = own_memory().rss_kib.saturating_sub(rss_before);
+    let held = cache.len();
+    drop(cache);
+    json!({
+        "keys": held,
+        "allocated_bytes": allocated,
+        "allocated_bytes_per_key": allocated as f64 / held.max(1) as f64,
+        "rss_growth_kib": rss_growth_kib,
+    })
+}
+
+fn open_log(dir: &Path) -> anyhow::Result<EmbeddedLog> {
+    let config = EmbeddedLogConfig {
+        max_pending_appends: 20_000,
+        max_unconsumed_records: 100_000_000,
+        integrity_check: IntegrityCheck::Off,
+        ..EmbeddedLogConfig::default()
+    };
+    Ok(EmbeddedLog::open(config.validate(dir)?)?)
+}
+
+/// Appends `pushes` records through the ordinary append path, 10,000 queued at a time.
+fn prefill(log: &Arc<EmbeddedLog>, mix: &VendorMix, pushes: u64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    const CHUNK: u64 = 10_000;
+    let mut next = 0;
+    while next < pushes {
+        let end = (next + CHUNK).min(pushes);
+        // `append` queues at call time; awaiting in order collects the answers.
+        let answers: Vec<_> = (next..end)
+            .map(|index| {
+                let (push, query, body) = mix.nth(index);
+                let record = RawRecord {
+                    source: push.source.clone(),
+                    received_at: push.received_at,
+                    method: push.method.clone(),
+                    content_type: push.content_type.clone(),
+                    query,
+                    remote_addr: Some("127.0.0.1:40000".to_owned()),
+                    request_id: format!("bench-{index:016x}"),
+                    headers: push.headers.clone(),
+                    body: Bytes::from(body),
+                };
+                log.append(push.source.clone(), record)
+            })
+            .collect();
+        runtime.block_on(async {
+            for answer in answers {
+                answer.await?;
+            }
+            Ok::<_, callhook_rawlog::AppendError>(())
+        })?;
+        next = end;
+    }
+    Ok(())
+}
+
+fn drain(
+    log: &EmbeddedLog,
+    dir: &Path,
+    mix: &VendorMix,
+    batch_records: Option<usize>,
+) -> anyhow::Result<serde_json::Value> {
+    let db_path = dir.join("callhook.db");
+    let mut config = NormalizerConfig::default();
+    if let Some(batch) = batch_records {
+        config.max_batch_records = batch;
+    }
+    let settings = config.validate().map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let cpu_started = own_cpu_time();
+    let sink = SqliteSink::open(&SqliteSinkSettings::for_path(&db_path))?;
+    let mut normalizer = Normalizer::new(log.reader()?, sink, mix.sources.clone(), settings)?;
+    let records = normalizer.drain()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = (own_cpu_time() - cpu_started).as_secs_f64();
+    drop(normalizer);
+    let db = rusqlite::Connection::open(&db_path)?;
+    let count = |table: &str| -> anyhow::Result<i64> {
+        Ok(
+            db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })?,
+        )
+    };
+    let events = count("events")?;
+    Ok(json!({
+        "records": records,
+        "seconds": seconds,
+        "events": events,
+        "dead_letters": count("dead_letters")?,
+        "calls": count("calls")?,
+        "dedupe_keys": count("dedupe_keys")?,
+        "cpu_seconds": cpu_seconds,
+        "events_per_second": events as f64 / seconds,
+        "events_per_cpu_second": events as f64 / cpu_seconds,
+        "records_per_second": records as f64 / seconds,
+        "database_bytes": std::fs::metadata(&db_path)?.len(),
+    }))
+}

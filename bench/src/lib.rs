@@ -1,0 +1,19 @@
+//! `callhook-bench`: the benchmark harness behind `bench/run.sh` (never part of `cargo test`:
+//! speed is measured here, not asserted in tests).
+//!
+//! Binaries: `bare-hyper` (the ceiling: hyper answering `200`), `loadgen` (the HTTP/1.1 load
+//! generator), `normalizer-bench` (drain a pre-filled raw log into SQLite; dedupe cache
+//! memory), `bench-harness` (runs everything in one go, prints the table, writes the JSON).
+//!
+//! Modules: [`body`] (the 1 KB push with unique ids), [`load`] (the load engine), [`e2e`]
+//! (ack → row latency), [`fixtures`] (the golden fixtures as a vendor mix with unique ids),
+//! [`stats`] (HDR histograms), [`procfs`] (peak RSS).
+
+pub mod body;
+pub mod e2e;
+pub mod fixtures;
+pub mod load;
+pub mod process;
+pub mod procfs;
+pub mod report;
+pub mod stats;
