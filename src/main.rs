@@ -31,6 +31,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Send simulated vendor call flows to a receiver, or verify a database against a ledger.
+    Simulate(callhook_simulator::SimulateArgs),
 }
 
 /// Flags of `callhook serve`; each overrides the config file.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
