@@ -251,32 +251,7 @@ impl KafkaLogConfig {
         {
             return Err(invalid("brokers", "must name at least one `host:port`"));
         }
-        if self.raw_topic.is_empty()
-            || self.raw_topic.len() > 249
-            || !self
-                .raw_topic
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-        {
-            return Err(invalid(
-                "raw_topic",
-                "must be 1 to 249 characters of `a-z A-Z 0-9 . _ -`",
-            ));
-        }
-        let raw_topic_partitions = NonZeroU32::new(self.raw_topic_partitions)
-            .filter(|count| count.get() <= MAX_TOPIC_PARTITIONS)
-            .ok_or_else(|| {
-                invalid(
-                    "raw_topic_partitions",
-                    &format!("must be between 1 and {MAX_TOPIC_PARTITIONS}"),
-                )
-            })?;
-        if self.raw_topic_replication_factor == 0 || self.raw_topic_replication_factor < -1 {
-            return Err(invalid(
-                "raw_topic_replication_factor",
-                "must be at least 1, or -1 for the broker's default",
-            ));
-        }
+        let raw_topic_partitions = self.check_raw_topic()?;
         let ack_timeout = bounded_ms("ack_timeout_ms", self.ack_timeout_ms, MAX_ACK_TIMEOUT_MS)?;
         check_overrides("client", &self.client)?;
         check_overrides("producer", &self.producer)?;
@@ -312,6 +287,37 @@ impl KafkaLogConfig {
             )?,
             spool: spool_config.validate(data_dir)?,
         })
+    }
+
+    /// Checks the raw topic's name, partition count and replication factor.
+    fn check_raw_topic(&self) -> Result<NonZeroU32> {
+        if self.raw_topic.is_empty()
+            || self.raw_topic.len() > 249
+            || !self
+                .raw_topic
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "raw_topic",
+                "must be 1 to 249 characters of `a-z A-Z 0-9 . _ -`",
+            ));
+        }
+        let partitions = NonZeroU32::new(self.raw_topic_partitions)
+            .filter(|count| count.get() <= MAX_TOPIC_PARTITIONS)
+            .ok_or_else(|| {
+                invalid(
+                    "raw_topic_partitions",
+                    &format!("must be between 1 and {MAX_TOPIC_PARTITIONS}"),
+                )
+            })?;
+        if self.raw_topic_replication_factor == 0 || self.raw_topic_replication_factor < -1 {
+            return Err(invalid(
+                "raw_topic_replication_factor",
+                "must be at least 1, or -1 for the broker's default",
+            ));
+        }
+        Ok(partitions)
     }
 }
 
