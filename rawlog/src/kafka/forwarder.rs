@@ -40,6 +40,9 @@ use crate::StoredRecord;
 /// The first pause after a failure; it doubles up to `forwarder_backoff_max`.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 
+/// How often a wait for delivery reports looks at the stop signal.
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long the forwarder sleeps when the spool is empty (appends wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 
@@ -160,7 +163,11 @@ impl Forwarder {
                 self.pause();
                 continue;
             }
-            match self.forward_round() {
+            let round = self.forward_round();
+            if self.stop.is_stopped() {
+                break;
+            }
+            match round {
                 Ok(()) => self.backoff = BACKOFF_INITIAL,
                 Err(failure) => {
                     self.kafka_up = false;
@@ -423,26 +430,33 @@ impl Forwarder {
     }
 
     /// Waits, in order, for the delivery reports; returns how many of the first ones
-    /// confirmed, and why the next one did not.
+    /// confirmed, and why the next one did not. Gives up at the forwarder's bound, or within
+    /// [`STOP_CHECK_INTERVAL`] of a stop.
     fn await_prefix(&self, deliveries: Vec<DeliveryFuture>) -> (u64, Option<String>) {
-        let deadline = tokio::time::Instant::now() + self.settings.forwarder_delivery_timeout;
+        let deadline = Instant::now() + self.settings.forwarder_delivery_timeout;
+        let stop = Arc::clone(&self.stop);
         self.runtime.block_on(async move {
             let mut confirmed = 0;
-            for delivery in deliveries {
-                match tokio::time::timeout_at(deadline, delivery).await {
-                    Ok(Ok(Ok(_))) => confirmed += 1,
-                    Ok(Ok(Err((error, _)))) => return (confirmed, Some(error.to_string())),
-                    Ok(Err(_)) => {
-                        return (
-                            confirmed,
-                            Some("the producer dropped a delivery report".to_owned()),
-                        )
+            for mut delivery in deliveries {
+                let report = loop {
+                    match tokio::time::timeout(STOP_CHECK_INTERVAL, &mut delivery).await {
+                        Ok(report) => break report,
+                        Err(_) if stop.is_stopped() => {
+                            return (confirmed, Some("the forwarder is stopping".to_owned()))
+                        }
+                        Err(_) if Instant::now() >= deadline => {
+                            let reason = "no delivery report within the forwarder's bound";
+                            return (confirmed, Some(reason.to_owned()));
+                        }
+                        Err(_) => {}
                     }
+                };
+                match report {
+                    Ok(Ok(_)) => confirmed += 1,
+                    Ok(Err((error, _))) => return (confirmed, Some(error.to_string())),
                     Err(_) => {
-                        return (
-                            confirmed,
-                            Some("no delivery report within the forwarder's bound".to_owned()),
-                        )
+                        let reason = "the producer dropped a delivery report";
+                        return (confirmed, Some(reason.to_owned()));
                     }
                 }
             }
