@@ -85,7 +85,7 @@ fn simulate(settings: &RunSettings) -> Result<(), SimulateError> {
         .transpose()?;
     let handle = ledger.as_ref().map(LedgerWriter::handle);
     let result = runtime.block_on(send_traffic(settings, handle));
-    let ledger_lines = ledger.map(LedgerWriter::finish).transpose()?;
+    let ledger_lines = ledger.map(LedgerWriter::finish).transpose();
     let report = result?;
     if settings.json {
         println!(
@@ -93,8 +93,11 @@ fn simulate(settings: &RunSettings) -> Result<(), SimulateError> {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print_report(&report, settings, ledger_lines);
+        let lines = ledger_lines.as_ref().ok().copied().flatten();
+        print_report(&report, settings, lines);
     }
+    // The report is printed even when the ledger could not be completed.
+    ledger_lines?;
     if report.load.failed > 0 {
         return Err(SimulateError::NotAcknowledged {
             failed: report.load.failed,
@@ -155,7 +158,9 @@ fn simulation_plan(
     });
     let schedule = ScheduleConfig {
         flows: settings.flows,
-        flow_interval: settings.flow_interval.unwrap_or(Duration::ZERO),
+        // Unthrottled, the offsets only order the stream (the dispatcher ignores them); spacing
+        // flows on the vendor clock keeps generation lazy, so memory holds only flows in flight.
+        flow_interval: vendor_interval,
         flow_spread: settings.flow_spread,
         duplicate_rate: settings.duplicate_rate,
         duplicate_delay_max: settings.duplicate_delay,

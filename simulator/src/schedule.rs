@@ -181,6 +181,11 @@ impl SimulationPlan {
         Arc::clone(&self.stats)
     }
 
+    /// Returns how many flows have been generated so far.
+    pub fn flows_generated(&self) -> u64 {
+        self.next_flow
+    }
+
     fn flow_start(&self, index: u64) -> Duration {
         self.config.flow_interval.mul_f64(index as f64)
     }
@@ -334,6 +339,18 @@ mod tests {
         assert_eq!(pushes.len() as u64, stats.pushes);
         assert_eq!(stats.duplicates, 0);
         assert!(stats.flows_by_dialect.len() == 4, "{stats:?}");
+    }
+
+    #[test]
+    fn test_flows_are_generated_only_when_due() {
+        // A million flows 10 ms apart, each spread over 500 ms: the first 100 pushes need
+        // only the first flows, not the whole run.
+        let mut plan = plan(1_000_000, 0.0, 0.0);
+        let first: Vec<ScheduledPush> = plan.by_ref().take(100).collect();
+        assert_eq!(first.len(), 100);
+        let last_due = first.last().unwrap().at;
+        assert!(plan.flows_generated() <= last_due.as_millis() as u64 / 10 + 2);
+        assert!(plan.flows_generated() < 200, "{}", plan.flows_generated());
     }
 
     #[test]
