@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use callhook_ingest::{IngestConfig, IngestSettings, SourceAuthConfig, SourceSettings};
-use callhook_normalizer::{Dialect, NormalizerConfig, NormalizerSettings, SourceContext};
+use callhook_normalizer::{
+    Dialect, KafkaConsumerSettings, NormalizerConfig, NormalizerSettings, SourceContext,
+};
 use callhook_rawlog::embedded::{EmbeddedLogConfig, EmbeddedLogSettings};
-use callhook_sinks::{SqliteSinkConfig, SqliteSinkSettings};
+use callhook_rawlog::kafka::{KafkaLogConfig, KafkaLogSettings};
+use callhook_sinks::{KafkaSinkConfig, KafkaSinkSettings, SqliteSinkConfig, SqliteSinkSettings};
 use chrono::FixedOffset;
 use serde::Deserialize;
 
@@ -57,8 +60,25 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// Which raw log the receiver appends to and the normalizer reads: `embedded` (default)
+    /// or `kafka`.
+    pub kind: LogKind,
     /// The embedded SQLite log (`[log.embedded]`).
     pub embedded: EmbeddedLogConfig,
+    /// The Kafka raw log (`[log.kafka]`): brokers, the raw topic, the local spool. Its
+    /// `brokers` and `client` properties are shared by every Kafka client of the process.
+    pub kafka: KafkaLogConfig,
+}
+
+/// The kind of raw log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    /// One process, a SQLite raw log (`callhook serve`).
+    #[default]
+    Embedded,
+    /// The raw topic on Kafka (`callhook ingest`, `callhook normalize`, or both in `serve`).
+    Kafka,
 }
 
 /// The `[sink]` section.
@@ -67,6 +87,8 @@ pub struct LogConfig {
 pub struct SinkConfig {
     /// The SQLite sink (`[sink.sqlite]`).
     pub sqlite: SqliteSinkConfig,
+    /// The Kafka sink (`[sink.kafka]`, Kafka mode only).
+    pub kafka: KafkaSinkConfig,
 }
 
 /// One `[sources.<name>]` section.
@@ -125,6 +147,19 @@ pub struct Settings {
     pub normalizer: NormalizerSettings,
     /// The SQLite sink.
     pub sqlite: SqliteSinkSettings,
+    /// Kafka mode; `None` in embedded mode.
+    pub kafka: Option<KafkaModeSettings>,
+}
+
+/// The validated Kafka-mode sections.
+#[derive(Clone)]
+pub struct KafkaModeSettings {
+    /// `[log.kafka]`: the raw topic and the receiver's spool.
+    pub log: KafkaLogSettings,
+    /// `[normalizer.kafka]` with the cluster, raw topic and group.
+    pub consumer: KafkaConsumerSettings,
+    /// `[sink.kafka]` when enabled.
+    pub sink: Option<KafkaSinkSettings>,
 }
 
 impl Config {
@@ -179,7 +214,54 @@ impl Config {
                 .sqlite
                 .validate(&self.data_dir)
                 .context("in `[sink.sqlite]`")?,
+            kafka: self.validate_kafka_mode()?,
         })
+    }
+
+    /// Validates the Kafka-mode sections when `[log] kind = "kafka"`; rejects an enabled
+    /// Kafka sink in embedded mode.
+    fn validate_kafka_mode(&self) -> anyhow::Result<Option<KafkaModeSettings>> {
+        if self.log.kind == LogKind::Embedded {
+            if self.sink.kafka.enabled {
+                bail!("`[sink.kafka] enabled = true` needs `[log] kind = \"kafka\"`");
+            }
+            return Ok(None);
+        }
+        let log = self
+            .log
+            .kafka
+            .validate(&self.data_dir)
+            .context("in `[log.kafka]`")?;
+        let consumer = self
+            .normalizer
+            .kafka
+            .validate(
+                log.client_config(),
+                &log.raw_topic,
+                &self.normalizer.consumer_group,
+            )
+            .map_err(anyhow::Error::msg)?;
+        let sink = if self.sink.kafka.enabled {
+            let sink = self
+                .sink
+                .kafka
+                .validate(log.client_config())
+                .context("in `[sink.kafka]`")?;
+            if [&sink.events_topic, &sink.dead_letters_topic].contains(&&log.raw_topic) {
+                bail!(
+                    "`[sink.kafka]` topics must differ from the raw topic `{}`",
+                    log.raw_topic
+                );
+            }
+            Some(sink)
+        } else {
+            None
+        };
+        Ok(Some(KafkaModeSettings {
+            log,
+            consumer,
+            sink,
+        }))
     }
 }
 
@@ -247,6 +329,57 @@ mod tests {
         let config =
             Config::parse("[sources.x]\ndialect = \"7moor\"\nutc_offset = \"CST\"").unwrap();
         assert!(format!("{:#}", config.validate().err().unwrap()).contains("CST"));
+    }
+
+    #[test]
+    fn test_kafka_mode_is_validated_only_when_selected() {
+        let embedded = Config::default().validate().unwrap();
+        assert!(embedded.kafka.is_none());
+        let sink_without_kafka = Config::parse("[sink.kafka]\nenabled = true").unwrap();
+        let error = format!("{:#}", sink_without_kafka.validate().err().unwrap());
+        assert!(error.contains("kind"), "{error}");
+        let no_brokers = Config::parse("[log]\nkind = \"kafka\"").unwrap();
+        let error = format!("{:#}", no_brokers.validate().err().unwrap());
+        assert!(error.contains("brokers"), "{error}");
+        let kafka = Config::parse(
+            "[log]\nkind = \"kafka\"\n[log.kafka]\nbrokers = \"b:9092\"\n[sink.kafka]\nenabled = true",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let mode = kafka.kafka.expect("kafka mode");
+        assert_eq!(mode.consumer.topic, "callhook.raw");
+        assert_eq!(mode.sink.expect("sink").events_topic, "callhook.events");
+    }
+
+    #[test]
+    fn test_kafka_overrides_that_break_guarantees_are_named() {
+        let text = "[log]\nkind = \"kafka\"\n[log.kafka]\nbrokers = \"b:9092\"\n[sink.kafka]\nenabled = true\n[sink.kafka.producer]\n\"enable.idempotence\" = \"false\"";
+        let error = format!(
+            "{:#}",
+            Config::parse(text).unwrap().validate().err().unwrap()
+        );
+        assert!(error.contains("enable.idempotence"), "{error}");
+        let text = "[log]\nkind = \"kafka\"\n[log.kafka]\nbrokers = \"b:9092\"\n[normalizer.kafka.consumer]\n\"enable.auto.commit\" = \"true\"";
+        let error = format!(
+            "{:#}",
+            Config::parse(text).unwrap().validate().err().unwrap()
+        );
+        assert!(error.contains("enable.auto.commit"), "{error}");
+    }
+
+    #[test]
+    fn test_example_config_validates_in_kafka_mode_too() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("callhook.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let kafka = text
+            .replacen("kind = \"embedded\"", "kind = \"kafka\"", 1)
+            .replacen("brokers = \"\"", "brokers = \"127.0.0.1:9092\"", 1)
+            .replacen("enabled = false", "enabled = true", 1);
+        let settings = Config::parse(&kafka).unwrap().validate().unwrap();
+        let mode = settings.kafka.expect("kafka mode");
+        assert_eq!(mode.log.brokers, "127.0.0.1:9092");
+        assert!(mode.sink.is_some());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
+mod ingest_cmd;
+mod listeners;
 mod logging;
+mod normalize_cmd;
+mod readiness;
 mod serve;
 
 use std::net::SocketAddr;
@@ -23,8 +27,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the receiver, the embedded raw log, the normalizer and the SQLite sink in one process.
+    /// Run the receiver, the embedded raw log, the normalizer and the SQLite sink in one process
+    /// (in Kafka mode: the receiver and the normalizer, through the Kafka topics).
     Serve(ServeArgs),
+    /// Kafka mode: run the receiver; pushes go to the raw topic (or the local spool).
+    Ingest(ServeArgs),
+    /// Kafka mode: run a normalizer of the consumer group (raw topic to SQLite and Kafka sinks).
+    Normalize(NormalizeArgs),
     /// Check a config file and print the effective sources.
     CheckConfig {
         /// The config file.
@@ -52,11 +61,35 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// Flags of `callhook normalize`; each overrides the config file.
+#[derive(clap::Args)]
+struct NormalizeArgs {
+    /// Config file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the admin listener (default 127.0.0.1:9464).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Directory of the database (default ./callhook-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(args, serve::serve),
+        Command::Ingest(args) => run_serve(args, ingest_cmd::ingest),
+        Command::Normalize(args) => run_serve(
+            ServeArgs {
+                config: args.config,
+                listen: None,
+                admin_listen: args.admin_listen,
+                data_dir: args.data_dir,
+            },
+            normalize_cmd::normalize,
+        ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
     };
@@ -70,7 +103,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+fn run_serve<F, Fut>(args: ServeArgs, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(config::Settings) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let mut config = match &args.config {
         Some(path) => config::Config::load(path)?,
         None => config::Config::default(),
@@ -88,7 +125,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve::serve(settings))
+    runtime.block_on(command(settings))
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

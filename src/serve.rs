@@ -19,8 +19,13 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 
-/// Runs every stage until a shutdown signal, then stops them in order.
+/// Runs every stage until a shutdown signal, then stops them in order. In Kafka mode
+/// (`[log] kind = "kafka"`) both halves run through Kafka instead
+/// ([`crate::ingest_cmd::serve_kafka`]).
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.kafka.is_some() {
+        return crate::ingest_cmd::serve_kafka(settings).await;
+    }
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data directory `{}`",
@@ -98,7 +103,8 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -125,6 +125,8 @@ impl KafkaConsumerSettings {
     /// guarded properties.
     pub fn consumer_config(&self) -> ClientConfig {
         let mut config = self.client.clone();
+        // The lag gauge is computed from the statistics (overridable).
+        config.set("statistics.interval.ms", "1000");
         for (key, value) in &self.consumer {
             config.set(key, value);
         }

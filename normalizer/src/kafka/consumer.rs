@@ -23,10 +23,8 @@ use crate::telemetry::NormalizerMetrics;
 
 /// How long a poll waits for more records once a batch has started.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
-/// How often the lag gauge is refreshed from the partitions' high watermarks.
+/// How often the lag gauge is recomputed (the statistics behind it come every second).
 const LAG_REFRESH: Duration = Duration::from_secs(1);
-/// How long one watermark query may take.
-const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a seek back to an abandoned batch's start may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first and the longest pause after a failed batch.
@@ -295,22 +293,20 @@ impl KafkaNormalizer {
         Ok(())
     }
 
-    /// Sets the lag gauge: over the assigned partitions, high watermark minus the next offset
-    /// to commit (the low watermark for a partition read from its start).
+    /// Sets the lag gauge: over the assigned partitions, the partition's end (from the
+    /// consumer's statistics) minus the next offset to commit.
     fn maybe_refresh_lag(&mut self) {
         if self.last_lag.is_some_and(|at| at.elapsed() < LAG_REFRESH) {
             return;
         }
         self.last_lag = Some(Instant::now());
+        let ends = self.consumer.context().partition_ends();
         let mut lag = 0;
         for (partition, position) in &self.progress.positions {
-            let Ok((low, high)) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, *partition, WATERMARK_TIMEOUT)
-            else {
-                return; // the cluster is unreachable: keep the last value
+            let Some((start, end)) = ends.get(partition) else {
+                continue; // no statistics for it yet
             };
-            lag += (high - position.unwrap_or(low).max(low)).max(0);
+            lag += (end - position.unwrap_or(*start).max(*start)).max(0);
         }
         self.metrics.lag_records.set(lag);
     }

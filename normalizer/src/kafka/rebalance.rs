@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use callhook_sinks::SqliteSink;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -60,6 +62,9 @@ pub struct RebalanceContext {
     sqlite_consumer: String,
     offsets: Mutex<SqliteSink>,
     assignment: Mutex<Assignment>,
+    /// Per partition, `(start, end)` as of the latest statistics (the end is the last stable
+    /// offset under `read_committed`): what the lag is measured with, without a request.
+    ends: Mutex<BTreeMap<i32, (i64, i64)>>,
     metrics: KafkaLoopMetrics,
 }
 
@@ -77,6 +82,7 @@ impl RebalanceContext {
             sqlite_consumer,
             offsets: Mutex::new(offsets),
             assignment: Mutex::new(Assignment::default()),
+            ends: Mutex::new(BTreeMap::new()),
             metrics,
         }
     }
@@ -84,6 +90,11 @@ impl RebalanceContext {
     /// Locks the shared assignment.
     pub fn assignment(&self) -> MutexGuard<'_, Assignment> {
         self.assignment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns the partitions' `(start, end)` offsets as of the latest statistics.
+    pub fn partition_ends(&self) -> BTreeMap<i32, (i64, i64)> {
+        self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -224,7 +235,32 @@ fn apply(
     }
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Keeps the partitions' ends from librdkafka's periodic statistics (a query per partition
+    /// would wait behind the consumer's long-polling fetch on the same connection).
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        for (partition, stats) in &topic.partitions {
+            let end = if stats.ls_offset >= 0 {
+                stats.ls_offset
+            } else {
+                stats.hi_offset
+            };
+            if *partition >= 0 && end >= 0 {
+                ends.insert(*partition, (stats.lo_offset.max(0), end));
+            }
+        }
+    }
+
+    /// Cluster errors (a broker unreachable) are retried by librdkafka and show in `/readyz`
+    /// once batches stop committing; they are warnings, not data loss.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka consumer error");
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn rebalance(

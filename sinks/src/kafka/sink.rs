@@ -45,7 +45,13 @@ pub struct DeliveryTracker {
     tally: Mutex<DeliveryTally>,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    /// Cluster errors are retried by librdkafka; a batch they fail is retried whole and shows
+    /// in the failure counter and `/readyz`, so they are warnings here.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka sink producer error");
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();

@@ -1,0 +1,70 @@
+//! The HTTP listeners of the Kafka-mode commands: the public receiver (when the process
+//! receives) and the admin listener, bound, announced and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use callhook_ingest::{AdminState, Receiver};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Running listeners.
+pub struct Listeners {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Binds the receiver on `public` (if any) and the admin listener, prints the
+    /// machine-readable line `callhook listening [public=ADDR ]admin=ADDR` (for scripts and
+    /// tests that bind port 0), and serves until [`Listeners::stop`].
+    pub async fn start(
+        public: Option<(SocketAddr, Arc<Receiver>)>,
+        admin_listen: SocketAddr,
+        admin: Arc<AdminState>,
+    ) -> anyhow::Result<Listeners> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut line = String::from("callhook listening");
+        if let Some((listen, receiver)) = public {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(public_addr = %addr, sources = ?receiver.source_names(), "receiver listening");
+            line.push_str(&format!(" public={addr}"));
+            tasks.push(tokio::spawn(callhook_ingest::run(
+                listener,
+                receiver,
+                stopped(stop_rx.clone()),
+            )));
+        }
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+        let admin_addr = admin_listener.local_addr()?;
+        tracing::info!(%admin_addr, "admin listening");
+        line.push_str(&format!(" admin={admin_addr}"));
+        tasks.push(tokio::spawn(callhook_ingest::run_admin(
+            admin_listener,
+            admin,
+            stopped(stop_rx),
+        )));
+        println!("{line}");
+        Ok(Listeners { stop, tasks })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and returns once both are closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
