@@ -117,35 +117,58 @@ pub fn event_id(source_name: &str, dedupe_key: &str, ordinal: usize) -> String {
 /// Returns a 16-hex-digit hash of the payload with object keys sorted (so key order and
 /// white space, which a retry may not reproduce, do not change it).
 pub fn payload_hash(fields: &Map<String, Value>) -> String {
-    let mut canonical = Vec::new();
-    write_canonical(&Value::Object(fields.clone()), &mut canonical);
-    short_hash(&canonical)
+    // Streamed into the hasher: no copy of the payload, no string per key or value.
+    let mut hasher = HashWriter(Sha256::new());
+    write_canonical_map(fields, &mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+/// Feeds whatever is written into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `{"key":value,...,}` with keys sorted; keys and scalars in serde_json's compact form.
+fn write_canonical_map(map: &Map<String, Value>, out: &mut HashWriter) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
+    out.0.update(b"{");
+    for (key, value) in entries {
+        write_json(key, out);
+        out.0.update(b":");
+        write_canonical(value, out);
+        out.0.update(b",");
+    }
+    out.0.update(b"}");
+}
+
+fn write_canonical(value: &Value, out: &mut HashWriter) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for key in keys {
-                out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
-                out.push(b':');
-                write_canonical(&map[key], out);
-                out.push(b',');
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_map(map, out),
         Value::Array(items) => {
-            out.push(b'[');
+            out.0.update(b"[");
             for item in items {
                 write_canonical(item, out);
-                out.push(b',');
+                out.0.update(b",");
             }
-            out.push(b']');
+            out.0.update(b"]");
         }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        scalar => write_json(scalar, out),
     }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut HashWriter) {
+    // Writing into a hasher cannot fail, and these values always serialize.
+    let _ = serde_json::to_writer(out, value);
 }
 
 fn short_hash(bytes: &[u8]) -> String {
