@@ -98,6 +98,9 @@ pub struct KafkaSink {
     producer: BaseProducer<DeliveryTracker>,
     settings: KafkaSinkSettings,
     transactions_ready: bool,
+    /// A Kafka transaction is open (begun, not yet committed or aborted); an abort that
+    /// failed leaves it open, and the next batch aborts it first.
+    in_transaction: bool,
     batch: BatchState,
     metrics: KafkaSinkMetrics,
 }
@@ -113,6 +116,7 @@ impl KafkaSink {
             producer,
             settings,
             transactions_ready: false,
+            in_transaction: false,
             batch: BatchState::default(),
             metrics: KafkaSinkMetrics::new(METRIC_LABEL),
         })
@@ -138,6 +142,9 @@ impl KafkaSink {
             ..BatchState::default()
         };
         if self.is_transactional() {
+            if self.in_transaction {
+                self.abort_transaction()?;
+            }
             if !self.transactions_ready {
                 self.producer
                     .init_transactions(self.settings.delivery_timeout)
@@ -147,6 +154,7 @@ impl KafkaSink {
             self.producer
                 .begin_transaction()
                 .map_err(|e| self.failed(KafkaSinkError::transaction("begin", e)))?;
+            self.in_transaction = true;
         }
         Ok(())
     }
@@ -217,21 +225,42 @@ impl KafkaSink {
             return;
         }
         self.batch = BatchState::default();
-        if self.is_transactional() && self.transactions_ready {
-            if let Err(error) = self
-                .producer
-                .abort_transaction(self.settings.delivery_timeout)
-            {
-                let error = KafkaSinkError::transaction("abort", error);
-                tracing::warn!(error = %error, "aborting the kafka transaction failed");
-                if !error.is_retryable() {
-                    // A fenced or fatally failed producer must be re-initialised.
-                    self.transactions_ready = false;
-                }
+        if self.in_transaction {
+            if let Err(error) = self.abort_transaction() {
+                tracing::warn!(error = %error, "aborting the kafka transaction failed; retried before the next batch");
             }
         } else {
             self.producer.purge(PurgeConfig::default().queue());
             self.producer.poll(Duration::ZERO);
+        }
+    }
+
+    /// Aborts the open transaction. On a retryable failure the transaction stays open and the
+    /// next [`KafkaSink::begin_batch`] aborts it first (librdkafka requires the retry).
+    fn abort_transaction(&mut self) -> Result<()> {
+        // librdkafka waits for the delivery reports of what is outstanding before it aborts,
+        // and only a poll on this thread serves them: drop what is unsent, let flush serve the
+        // reports, then abort.
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(self.settings.delivery_timeout);
+        match self
+            .producer
+            .abort_transaction(self.settings.delivery_timeout)
+        {
+            Ok(()) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(error) => {
+                let error = KafkaSinkError::transaction("abort", error);
+                if !error.is_retryable() {
+                    // A fenced or fatally failed producer cannot abort; the process stops.
+                    self.in_transaction = false;
+                    self.transactions_ready = false;
+                }
+                Err(self.failed(error))
+            }
         }
     }
 
@@ -296,6 +325,11 @@ impl KafkaSink {
         consumed: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>,
     ) -> Result<()> {
         let timeout = self.settings.delivery_timeout;
+        // Serve the delivery reports here (this thread is the only one that polls); a failed
+        // record then fails the commit with its own error.
+        if self.producer.flush(timeout + FLUSH_MARGIN).is_err() {
+            return Err(self.failed(KafkaSinkError::DeliveryTimeout(timeout + FLUSH_MARGIN)));
+        }
         if let Some((offsets, group)) = consumed {
             if let Err(error) = self
                 .producer
@@ -307,6 +341,7 @@ impl KafkaSink {
         if let Err(error) = self.producer.commit_transaction(timeout) {
             return Err(self.failed(KafkaSinkError::transaction("commit", error)));
         }
+        self.in_transaction = false;
         self.metrics.transaction_committed();
         Ok(())
     }
