@@ -17,7 +17,7 @@ pub struct SimulateArgs {
     /// Check the database (--db) against a ledger (--ledger) instead of sending traffic.
     #[arg(long)]
     pub verify: bool,
-    /// Base URL of the receiver; pushes go to <target>/hooks/<source>.
+    /// Base URL of the receiver; pushes go to `<target>/hooks/<source>`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
     /// Call flows started per second; 0 sends as fast as the connections go.

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! - **Connections**: `connections` workers, each owning one connection
-//!   ([`client::Connection`]). With keep-alive a worker reuses its connection (and reconnects
+//!   (`client::Connection`). With keep-alive a worker reuses its connection (and reconnects
 //!   when the server closed it); without, it opens one per push and sends `Connection: close`.
 //! - **Pace**: [`Pace::Scheduled`] sends each push at its `at` offset from the start (open loop:
 //!   when every connection is busy the push waits, and the delay shows as schedule lag);

@@ -12,7 +12,7 @@
 //! candidate is stored; identical bodies (a retry, or the same status twice) share candidates
 //! and are one push here, as they are for the normalizer within one slot. Pushes with the same
 //! fields in different bytes (a CooCenter status as JSON and as a JS literal) are merged too
-//! ([`merge_indistinguishable`]): the mapper gives them the same keys.
+//! (`merge_indistinguishable`): the mapper gives them the same keys.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
