@@ -45,7 +45,17 @@ pub const GUARDED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
         "enable.partition.eof",
         "would turn the end of a partition into an error the loop does not expect",
     ),
+    (
+        "group.protocol",
+        "must stay `classic`: the loop relies on eager rebalances (see `partition.assignment.strategy`)",
+    ),
 ];
+
+/// Why incremental (cooperative) assignment strategies are refused: on every rebalance the
+/// loop drops the records it read but did not commit and relies on the assignment to put
+/// each partition back at its stored offset; a partition kept across an incremental
+/// rebalance would not be put back, and the dropped records would be skipped.
+const EAGER_ONLY: &str = "must name eager strategies only (`range`, `roundrobin`): the loop re-reads uncommitted records through the assignment, which incremental rebalances skip";
 
 /// `[normalizer.kafka]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -55,9 +65,9 @@ pub struct KafkaConsumerConfig {
     /// others, in milliseconds (librdkafka `session.timeout.ms`): the take-over time after a
     /// crash.
     pub session_timeout_ms: u64,
-    /// librdkafka properties for the raw-topic consumer only, e.g.
-    /// `"partition.assignment.strategy" = "cooperative-sticky"`. Keys that conflict with a
-    /// typed option or the offset handling are rejected.
+    /// librdkafka properties for the raw-topic consumer only, e.g. `"fetch.max.bytes"`.
+    /// Keys that conflict with a typed option or the offset handling are rejected, and so is
+    /// a `partition.assignment.strategy` naming `cooperative-sticky`.
     pub consumer: BTreeMap<String, String>,
 }
 
@@ -101,11 +111,11 @@ impl KafkaConsumerConfig {
                 SESSION_TIMEOUT_RANGE_MS.end()
             ));
         }
-        for key in self.consumer.keys() {
-            check_key("normalizer.kafka.consumer", key, true)?;
+        for (key, value) in &self.consumer {
+            check_key("normalizer.kafka.consumer", key, value, true)?;
         }
-        for key in client.config_map().keys() {
-            check_key("log.kafka.client", key, false)?;
+        for (key, value) in client.config_map() {
+            check_key("log.kafka.client", key, value, false)?;
         }
         if group.trim().is_empty() {
             return Err("`normalizer.consumer_group` must not be empty".to_owned());
@@ -154,10 +164,15 @@ impl KafkaConsumerSettings {
 
 /// Rejects a guarded key. `bootstrap.servers` is allowed in the client table: it is how the
 /// cluster's own config carries the brokers.
-fn check_key(table: &str, key: &str, strict: bool) -> Result<(), String> {
+fn check_key(table: &str, key: &str, value: &str, strict: bool) -> Result<(), String> {
     let name = key.trim();
     if name.is_empty() {
         return Err(format!("`{table}` has an empty key"));
+    }
+    if name.eq_ignore_ascii_case("partition.assignment.strategy")
+        && value.to_ascii_lowercase().contains("cooperative")
+    {
+        return Err(format!("`{table}` key `{key}` {EAGER_ONLY}"));
     }
     let found = GUARDED_CONSUMER_PROPERTIES
         .iter()
@@ -211,6 +226,15 @@ mod tests {
             error.contains("`log.kafka.client` key `group.id`"),
             "{error}"
         );
+        let cooperative = KafkaConsumerConfig {
+            consumer: BTreeMap::from([(
+                "partition.assignment.strategy".to_owned(),
+                "cooperative-sticky".to_owned(),
+            )]),
+            ..KafkaConsumerConfig::default()
+        };
+        let error = cooperative.validate(cluster(), "raw", "g").unwrap_err();
+        assert!(error.contains("eager"), "{error}");
         let allowed = KafkaConsumerConfig {
             consumer: BTreeMap::from([("fetch.max.bytes".to_owned(), "1048576".to_owned())]),
             ..KafkaConsumerConfig::default()

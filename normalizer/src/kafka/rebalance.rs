@@ -221,7 +221,9 @@ impl RebalanceContext {
     }
 }
 
-/// Assigns (or unassigns) `tpl` with the group's rebalance protocol.
+/// Assigns (or unassigns) `tpl` with the group's rebalance protocol (the config allows only
+/// eager strategies; the incremental calls are there so that a cooperative group is at least
+/// handled by the calls librdkafka requires for it).
 fn apply(
     consumer: &BaseConsumer<RebalanceContext>,
     tpl: &TopicPartitionList,
