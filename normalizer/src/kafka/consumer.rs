@@ -208,28 +208,12 @@ impl KafkaNormalizer {
                 group.as_ref().filter(|_| transactional),
             );
             match result {
-                Ok(_) => {
-                    for (partition, next) in &batch.next_offsets {
-                        let mark = self
-                            .progress
-                            .in_topics_below
-                            .entry(*partition)
-                            .or_insert(-1);
-                        *mark = (*mark).max(*next);
-                    }
-                }
+                Ok(_) => self.progress.kafka_confirmed(&batch.next_offsets),
                 Err(error) if error.is_retryable() => {
                     self.loop_metrics.abandoned_kafka_sink.inc();
                     return self.retry_later(&batch, format!("kafka sink: {error}"));
                 }
-                Err(error) => {
-                    return Err(match error {
-                        super::produce::ProduceError::Kafka(error) => {
-                            KafkaPipelineError::Sink(error).into()
-                        }
-                        super::produce::ProduceError::Sqlite(error) => error.into(),
-                    });
-                }
+                Err(error) => return Err(error.into()),
             }
         }
         let outcome = match self.sink.commit_batch(&batch.pending.batch) {
@@ -324,6 +308,15 @@ struct Progress {
 }
 
 impl Progress {
+    /// Records that Kafka holds every record of a batch (below `next_offsets`): read again
+    /// after a failed SQLite commit, they go to SQLite only.
+    fn kafka_confirmed(&mut self, next_offsets: &BTreeMap<i32, i64>) {
+        for (partition, next) in next_offsets {
+            let mark = self.in_topics_below.entry(*partition).or_insert(-1);
+            *mark = (*mark).max(*next);
+        }
+    }
+
     /// Picks up a new assignment generation from the callback's state; returns true when it
     /// changed, an error when the callback could not take an assignment.
     fn sync(&mut self, context: &RebalanceContext, topic: &str) -> Result<bool, PipelineError> {

@@ -30,6 +30,15 @@ pub enum ProduceError {
     Sqlite(#[from] SqliteSinkError),
 }
 
+impl From<ProduceError> for crate::pipeline::PipelineError {
+    fn from(error: ProduceError) -> Self {
+        match error {
+            ProduceError::Kafka(error) => super::KafkaPipelineError::Sink(error).into(),
+            ProduceError::Sqlite(error) => error.into(),
+        }
+    }
+}
+
 impl ProduceError {
     /// Returns true when the batch may be retried.
     pub fn is_retryable(&self) -> bool {
