@@ -16,15 +16,17 @@
 //!   configured is a dead letter with reason `unknown_source`.
 //! - A failed commit is retried with backoff, never skipped: the loop stops advancing (and the
 //!   lag metric grows) until the sink takes the batch again.
-//! - After the sink commit, the raw log's own committed offset for the group is advanced too;
-//!   that one only drives retention, so losing it in a crash is harmless.
+//! - After the sink commit, the raw log's own committed offset for the group is advanced too,
+//!   at most once per [`RAW_LOG_COMMIT_INTERVAL`] while records keep coming, and always when
+//!   the loop catches up or stops; that one only drives retention, so losing (or delaying) it
+//!   is harmless.
 
 pub mod records;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::LogReader;
 use callhook_sinks::SqliteSink;
@@ -34,6 +36,11 @@ use crate::telemetry::NormalizerMetrics;
 use records::{DedupePruner, PendingBatch, RecordMapper};
 
 pub use crate::config::{NormalizerConfig, NormalizerSettings};
+
+/// How often the raw log's own committed offset (retention only) is advanced while the loop is
+/// busy. Each advance is a write transaction with its own fsync on the raw log, whose write
+/// lock the receiver's group commits need too; once per batch it doubled the loop's fsyncs.
+pub const RAW_LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +66,9 @@ pub struct Normalizer {
     next_offsets: Vec<u64>,
     metrics: NormalizerMetrics,
     pruner: DedupePruner,
+    /// Sink-committed offsets not yet recorded in the raw log, and when it last was.
+    raw_log_commit_due: bool,
+    raw_log_committed_at: Option<Instant>,
 }
 
 impl Normalizer {
@@ -90,6 +100,8 @@ impl Normalizer {
             next_offsets,
             metrics,
             pruner,
+            raw_log_commit_due: false,
+            raw_log_committed_at: None,
         })
     }
 
@@ -102,6 +114,7 @@ impl Normalizer {
             if shutdown.load(Ordering::Acquire) {
                 // The current batch is committed (or failed as a whole); the rest waits in
                 // the raw log for the next start.
+                self.commit_raw_log_offsets(true);
                 return result.map(|_| ());
             }
             match result {
@@ -153,22 +166,41 @@ impl Normalizer {
         }
         let consumed = pending.records();
         if consumed == 0 {
+            // Caught up: a good moment for the raw log's offsets.
+            self.commit_raw_log_offsets(true);
             self.record_lag()?;
             return Ok(0);
         }
         let outcome = self.sink.commit_batch(&pending.batch)?;
         for (partition, next) in &pending.batch.offsets {
             self.next_offsets[*partition as usize] = *next;
-            if let Err(error) = self
-                .reader
-                .commit(&self.settings.consumer_group, *partition, *next)
+        }
+        self.raw_log_commit_due = true;
+        self.commit_raw_log_offsets(false);
+        pending.committed(&mut self.mapper, &outcome, &self.metrics);
+        self.record_lag()?;
+        Ok(consumed)
+    }
+
+    /// Records the sink-committed offsets in the raw log (retention only) if any are pending
+    /// and `now` is set or [`RAW_LOG_COMMIT_INTERVAL`] has passed since the last time.
+    fn commit_raw_log_offsets(&mut self, now: bool) {
+        let interval_passed = self
+            .raw_log_committed_at
+            .is_none_or(|at| at.elapsed() >= RAW_LOG_COMMIT_INTERVAL);
+        if !self.raw_log_commit_due || !(now || interval_passed) {
+            return;
+        }
+        self.raw_log_commit_due = false;
+        self.raw_log_committed_at = Some(Instant::now());
+        for (partition, next) in self.next_offsets.iter().enumerate() {
+            if let Err(error) =
+                self.reader
+                    .commit(&self.settings.consumer_group, partition as u32, *next)
             {
                 tracing::warn!(error = %error, partition, "could not record the consumed offset in the raw log (retention only)");
             }
         }
-        pending.committed(&mut self.mapper, &outcome, &self.metrics);
-        self.record_lag()?;
-        Ok(consumed)
     }
 
     fn record_lag(&self) -> Result<(), PipelineError> {
