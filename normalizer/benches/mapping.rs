@@ -77,6 +77,19 @@ fn bench_vendor(c: &mut Criterion, vendor: &str, dialect: Dialect) {
             }
         })
     });
+    // The same-run baseline: parsing the same bodies (or query strings) into a JSON value
+    // and serializing one value per event, the least any mapper must do.
+    group.bench_function(format!("{vendor}/baseline_parse"), |b| {
+        b.iter(|| {
+            for push in &pushes {
+                let value: serde_json::Value =
+                    serde_json::from_slice(push.body).unwrap_or_else(|_| {
+                        serde_json::Value::String(push.query.unwrap_or_default().to_owned())
+                    });
+                let _ = std::hint::black_box(serde_json::to_vec(&value));
+            }
+        })
+    });
     group.finish();
 }
 
