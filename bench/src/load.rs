@@ -2,11 +2,13 @@
 //! connection API, keep-alive or one connection per request, a fixed body per request with
 //! unique ids, for a fixed duration or request count, closed-loop or at a target rate.
 //!
-//! Latency is measured per request from just before it is written (for a new connection per
-//! request: before `connect`, since a vendor opening a connection per push waits for that too)
-//! until the whole response body is read. Requests started during the warm-up are sent but
-//! not measured. At a target rate, request `n` is due at `start + n / rate`; a request that
-//! could not be sent on time (every connection busy) is sent late and counted in `late_sends`.
+//! Latency is measured per request until the whole response body is read, from just before
+//! the request is written (for a new connection per request: before `connect`, since a vendor
+//! opening a connection per push waits for that too) — or, at a target rate, from when the
+//! request was due: request `n` is due at `start + n / rate`, and one that could not be sent
+//! on time (every connection busy) is sent late, counted in `late_sends`, and its wait is part
+//! of its latency (no coordinated omission). Requests due or started during the warm-up are
+//! sent but not measured.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -180,13 +182,15 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
     let mut stats = WorkerStats::new();
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     while let Some(sequence) = shared.claim() {
-        if let Some(due) = shared.due_at(sequence) {
+        let due = shared.due_at(sequence);
+        if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
             if due.elapsed() > LATE_AFTER {
                 stats.late_sends += 1;
             }
         }
-        let started = Instant::now();
+        let sent = Instant::now();
+        let started = due.unwrap_or(sent);
         if sender.is_none() {
             match connect(shared.options.addr).await {
                 Ok(connected) => sender = Some(connected),
@@ -202,7 +206,7 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
             continue;
         };
         if let Some(tracker) = &shared.tracker {
-            tracker.sent(sequence, started);
+            tracker.sent(sequence, sent);
         }
         let outcome = send_one(connection, &shared, sequence).await;
         let finished = Instant::now();

@@ -4,6 +4,33 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// Durations and sizes of one kind of run (`full`, `--quick`, `--smoke`).
+#[derive(Debug)]
+pub struct Profile {
+    /// Its name.
+    pub name: &'static str,
+    /// Length of each keep-alive ingest run, warm-up included.
+    pub ingest_seconds: f64,
+    /// Warm-up of every load run (not measured).
+    pub warmup_seconds: f64,
+    /// Keep-alive rounds (bare hyper, callhook, callhook at half the ceiling, Kafka mode).
+    pub keep_alive_rounds: usize,
+    /// Length of each connection-per-push run.
+    pub new_connection_seconds: f64,
+    /// Connection-per-push rounds.
+    pub new_connection_rounds: usize,
+    /// Length of the end-to-end run.
+    pub e2e_seconds: f64,
+    /// Rate of the end-to-end run, pushes per second.
+    pub e2e_rate: f64,
+    /// Pushes pre-filled for the normalizer drain.
+    pub normalizer_pushes: u64,
+    /// Keys in the dedupe cache for its memory figure.
+    pub dedupe_keys: u64,
+    /// `fdatasync` samples of the disk probe.
+    pub fsync_samples: usize,
+}
+
 /// One row of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -36,14 +63,13 @@ pub fn per_second(value: f64) -> String {
 /// Formats an integer with `,` separators.
 pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).unwrap_or_default())
+        .collect();
+    groups.join(",")
 }
 
 /// Formats microseconds as milliseconds with two decimals.
@@ -92,6 +118,256 @@ pub fn markdown_targets(targets: &[Target]) -> String {
         ));
     }
     out
+}
+
+fn row(measure: String, callhook: String, baseline: String, ratio: String) -> Row {
+    Row {
+        measure,
+        callhook,
+        baseline,
+        ratio,
+    }
+}
+
+/// `p50 / p99 / p99.9` in milliseconds from a median block (`{who}_p50_us`, ...).
+fn latencies(median: &Value, who: &str) -> String {
+    let m = |quantile: &str| millis(number(median, &format!("/{who}_{quantile}")));
+    format!("{} / {} / {}", m("p50_us"), m("p99_us"), m("p999_us"))
+}
+
+fn ingest_rows(rows: &mut Vec<Row>, label: &str, result: &Value) {
+    let median = &result["median"];
+    let m = |name: &str| number(median, &format!("/{name}"));
+    rows.push(row(
+        format!("ingest, {label}: req/s"),
+        per_second(m("callhook_per_second")),
+        per_second(m("bare_hyper_per_second")),
+        format!("{:.2}", m("ratio")),
+    ));
+    rows.push(row(
+        format!("ingest, {label}: ack p50 / p99 / p99.9 ms at saturation"),
+        latencies(median, "callhook"),
+        latencies(median, "bare_hyper"),
+        String::new(),
+    ));
+    if median.get("half_ceiling_rate").is_some() {
+        rows.push(row(
+            format!(
+                "ingest, {label}, fixed {} req/s (½ ceiling): ack p50 / p99 / p99.9 ms",
+                per_second(m("half_ceiling_rate"))
+            ),
+            latencies(median, "callhook_at_half_ceiling"),
+            String::new(),
+            String::new(),
+        ));
+    }
+}
+
+fn kafka_rows(rows: &mut Vec<Row>, keep_alive: &Value) {
+    let median = &keep_alive["median"];
+    if median.get("kafka_per_second").is_none() {
+        rows.push(row(
+            "ingest, Kafka mode (MockCluster): req/s".to_owned(),
+            "pending (no kafka-receiver binary)".to_owned(),
+            String::new(),
+            String::new(),
+        ));
+        return;
+    }
+    rows.push(row(
+        "ingest, Kafka mode (in-process MockCluster), keep-alive, 64 conns: req/s".to_owned(),
+        per_second(number(median, "/kafka_per_second")),
+        per_second(number(median, "/bare_hyper_per_second")),
+        format!("{:.2}", number(median, "/kafka_ratio")),
+    ));
+    rows.push(row(
+        "ingest, Kafka mode: ack p50 / p99 / p99.9 ms at saturation".to_owned(),
+        latencies(median, "kafka"),
+        latencies(median, "bare_hyper"),
+        String::new(),
+    ));
+}
+
+/// Builds the table and judges the targets.
+pub fn summarize(results: &Value, profile: &Profile) -> (Vec<Row>, Vec<Target>) {
+    let mut rows = Vec::new();
+    ingest_rows(
+        &mut rows,
+        "keep-alive, 64 conns, 1 KB",
+        &results["ingest_keep_alive"],
+    );
+    ingest_rows(
+        &mut rows,
+        "new connection per push, 64 conns",
+        &results["ingest_new_connection"],
+    );
+    kafka_rows(&mut rows, &results["ingest_keep_alive"]);
+    let normalizer = &results["normalizer"];
+    let pushes = thousands(profile.normalizer_pushes);
+    rows.push(row(
+        format!("normalizer: drain {pushes} pushes into SQLite, events/s (per CPU-second)"),
+        format!(
+            "{} ({})",
+            per_second(number(normalizer, "/drain/events_per_second")),
+            per_second(number(normalizer, "/drain/events_per_cpu_second"))
+        ),
+        String::new(),
+        String::new(),
+    ));
+    rows.push(row(
+        format!("rebuild the database from the log ({pushes} pushes)"),
+        format!("{:.1} s", number(normalizer, "/drain/seconds")),
+        String::new(),
+        String::new(),
+    ));
+    let e2e = &results["end_to_end"]["report"]["e2e"];
+    rows.push(row(
+        format!(
+            "end-to-end, ack → row in `events`, at {} pushes/s: p50 / p99 ms",
+            per_second(profile.e2e_rate)
+        ),
+        format!(
+            "{} / {}",
+            millis(number(e2e, "/ack_to_row/p50_us")),
+            millis(number(e2e, "/ack_to_row/p99_us"))
+        ),
+        String::new(),
+        String::new(),
+    ));
+    memory_rows(&mut rows, results);
+    let disk = &results["disk_fdatasync"];
+    rows.push(row(
+        "disk: fdatasync of 32 KiB, p50 / p99 ms (start / end of run)".to_owned(),
+        format!(
+            "{} / {} ; {} / {}",
+            millis(number(disk, "/before/p50_us")),
+            millis(number(disk, "/before/p99_us")),
+            millis(number(disk, "/after/p50_us")),
+            millis(number(disk, "/after/p99_us"))
+        ),
+        String::new(),
+        String::new(),
+    ));
+    (rows, targets(results, profile))
+}
+
+/// The largest callhook peak RSS over the ingest and end-to-end runs, in KiB.
+fn callhook_peak_rss(results: &Value) -> f64 {
+    [
+        number(
+            &results["ingest_keep_alive"],
+            "/median/callhook_peak_rss_kib",
+        ),
+        number(
+            &results["ingest_keep_alive"],
+            "/median/callhook_at_half_ceiling_peak_rss_kib",
+        ),
+        number(
+            &results["ingest_new_connection"],
+            "/median/callhook_peak_rss_kib",
+        ),
+        number(&results["end_to_end"], "/callhook_memory/peak_rss_kib"),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max)
+}
+
+fn memory_rows(rows: &mut Vec<Row>, results: &Value) {
+    let keep_alive = &results["ingest_keep_alive"]["median"];
+    rows.push(row(
+        "peak RSS: callhook serve (ingest + e2e runs) / kafka-receiver / loadgen".to_owned(),
+        format!(
+            "{} / {} / {}",
+            mebibytes(callhook_peak_rss(results)),
+            mebibytes(number(keep_alive, "/kafka_peak_rss_kib")),
+            mebibytes(number(keep_alive, "/loadgen_peak_rss_kib"))
+        ),
+        mebibytes(number(keep_alive, "/bare_hyper_peak_rss_kib")),
+        String::new(),
+    ));
+    let normalizer = &results["normalizer"];
+    rows.push(row(
+        "peak RSS: normalizer-bench (pre-fill + drain)".to_owned(),
+        mebibytes(number(normalizer, "/memory/peak_rss_kib")),
+        String::new(),
+        String::new(),
+    ));
+    let cache = &normalizer["dedupe_cache"];
+    rows.push(row(
+        format!(
+            "dedupe cache holding {} keys: allocated (RSS growth)",
+            thousands(number(cache, "/keys") as u64)
+        ),
+        format!(
+            "{} ({:.0} B/key) ({})",
+            mebibytes(number(cache, "/allocated_bytes") / 1024.0),
+            number(cache, "/allocated_bytes_per_key"),
+            mebibytes(number(cache, "/rss_growth_kib"))
+        ),
+        String::new(),
+        String::new(),
+    ));
+}
+
+fn targets(results: &Value, profile: &Profile) -> Vec<Target> {
+    let keep_alive = &results["ingest_keep_alive"]["median"];
+    let ratio = number(keep_alive, "/ratio");
+    let p99_half = number(keep_alive, "/callhook_at_half_ceiling_p99_us");
+    let p99_saturated = number(keep_alive, "/callhook_p99_us");
+    let events = number(&results["normalizer"], "/drain/events_per_second");
+    let e2e_p99 = number(&results["end_to_end"], "/report/e2e/ack_to_row/p99_us");
+    let e2e_missing = number(&results["end_to_end"], "/report/e2e/rows_missing");
+    let rss = callhook_peak_rss(results);
+    vec![
+        Target {
+            target: "durable embedded ingest ≥ 50% of the bare-hyper ceiling (64 keep-alive conns)"
+                .to_owned(),
+            measured: format!("{:.0}%", ratio * 100.0),
+            met: Some(ratio >= 0.5),
+        },
+        Target {
+            target: "p99 ack ≤ 5 ms at 64 conns, at ½ the ceiling's rate (at saturation)"
+                .to_owned(),
+            measured: format!("{} ms ({} ms)", millis(p99_half), millis(p99_saturated)),
+            met: Some(p99_half > 0.0 && p99_half <= 5000.0),
+        },
+        Target {
+            target: "normalizer ≥ 50,000 events/s into SQLite".to_owned(),
+            measured: per_second(events),
+            met: Some(events >= 50_000.0),
+        },
+        Target {
+            target: format!(
+                "end-to-end p99 ≤ 50 ms at {} pushes/s",
+                per_second(profile.e2e_rate)
+            ),
+            measured: format!("{} ms, {} rows missing", millis(e2e_p99), e2e_missing),
+            met: Some(e2e_p99 > 0.0 && e2e_p99 <= 50_000.0 && e2e_missing == 0.0),
+        },
+        Target {
+            target: "ingest RSS ≤ 64 MB under load (callhook serve, peak)".to_owned(),
+            measured: mebibytes(rss),
+            met: Some(rss > 0.0 && rss <= 64.0 * 1000.0 * 1000.0 / 1024.0),
+        },
+    ]
+}
+
+/// One line on how busy the machine was (pressure stall information of the whole run).
+pub fn pressure_note(document: &Value) -> String {
+    let share = |pointer: &str| {
+        document
+            .pointer(pointer)
+            .and_then(Value::as_f64)
+            .map_or_else(|| "n/a".to_owned(), |value| format!("{value:.0}%"))
+    };
+    format!(
+        "Machine load during the run (Linux PSI, share of time some task waited): CPU {}, I/O {} \
+         (keep-alive ingest phase: CPU {}, I/O {}).\n",
+        share("/pressure/cpu_some_percent"),
+        share("/pressure/io_some_percent"),
+        share("/results/ingest_keep_alive/pressure/cpu_some_percent"),
+        share("/results/ingest_keep_alive/pressure/io_some_percent"),
+    )
 }
 
 #[cfg(test)]

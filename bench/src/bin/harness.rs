@@ -1,18 +1,20 @@
 //! `bench-harness`: everything `bench/run.sh` measures, in one run on this machine.
 //!
 //! Every ingest figure is measured beside the bare-hyper ceiling under the same load
-//! generator in the same run, alternating the two servers round by round, and reported as a
-//! ratio (the machine is shared and noisy; absolute figures drift, ratios much less). Each
-//! server run gets a fresh process and, for callhook, a fresh data directory.
+//! generator in the same run, alternating the servers round by round, and reported as a ratio
+//! (the machine is shared and noisy; absolute figures drift, ratios much less). Each server
+//! run gets a fresh process and, for callhook, a fresh data directory. The disk's `fdatasync`
+//! latency and the CPU / I/O pressure of each phase are recorded beside the figures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use callhook_bench::probe::{fdatasync_latency, Pressure};
 use callhook_bench::process::{http_get, run_json, Server};
 use callhook_bench::report::{
-    markdown_table, markdown_targets, mebibytes, millis, number, per_second, thousands, Row, Target,
+    markdown_table, markdown_targets, number, pressure_note, summarize, Profile,
 };
 use clap::Parser;
 use serde_json::{json, Value};
@@ -21,7 +23,7 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(name = "bench-harness")]
 struct Args {
-    /// Shorter runs (about 2 minutes instead of about 10).
+    /// Shorter runs (about 3 minutes instead of about 12).
     #[arg(long)]
     quick: bool,
     /// Tiny runs that only check that the harness works (results are not written).
@@ -38,31 +40,18 @@ struct Args {
     git_sha: String,
 }
 
-/// Durations and sizes of one kind of run.
-struct Profile {
-    name: &'static str,
-    ingest_seconds: f64,
-    warmup_seconds: f64,
-    keep_alive_rounds: usize,
-    new_connection_seconds: f64,
-    new_connection_rounds: usize,
-    e2e_seconds: f64,
-    e2e_rate: f64,
-    normalizer_pushes: u64,
-    dedupe_keys: u64,
-}
-
 const FULL: Profile = Profile {
     name: "full",
-    ingest_seconds: 20.0,
+    ingest_seconds: 15.0,
     warmup_seconds: 3.0,
     keep_alive_rounds: 3,
-    new_connection_seconds: 12.0,
+    new_connection_seconds: 10.0,
     new_connection_rounds: 2,
     e2e_seconds: 40.0,
     e2e_rate: 2000.0,
     normalizer_pushes: 1_000_000,
     dedupe_keys: 1_000_000,
+    fsync_samples: 200,
 };
 
 const QUICK: Profile = Profile {
@@ -76,6 +65,7 @@ const QUICK: Profile = Profile {
     e2e_rate: 2000.0,
     normalizer_pushes: 100_000,
     dedupe_keys: 1_000_000,
+    fsync_samples: 100,
 };
 
 const SMOKE: Profile = Profile {
@@ -89,12 +79,15 @@ const SMOKE: Profile = Profile {
     e2e_rate: 200.0,
     normalizer_pushes: 3_000,
     dedupe_keys: 10_000,
+    fsync_samples: 20,
 };
 
 /// Connections of the ingest runs.
 const CONNECTIONS: usize = 64;
-/// Connections of the end-to-end run (enough for 2,000/s at a few ms each).
-const E2E_CONNECTIONS: usize = 16;
+/// Connections of the end-to-end run.
+const E2E_CONNECTIONS: usize = 32;
+/// The fixed-rate latency run sends at this share of the round's bare-hyper throughput.
+const LATENCY_RUN_SHARE: f64 = 0.5;
 
 struct Harness {
     profile: &'static Profile,
@@ -111,7 +104,8 @@ fn main() -> anyhow::Result<()> {
         _ => &FULL,
     };
     for name in ["bare-hyper", "loadgen", "normalizer-bench", "callhook"] {
-        ensure_exists(&args.bin_dir.join(name))?;
+        let path = args.bin_dir.join(name);
+        std::fs::metadata(&path).with_context(|| format!("{} is missing", path.display()))?;
     }
     let harness = Harness {
         profile,
@@ -122,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         runs: 0,
     };
     let started = Instant::now();
+    let pressure = Pressure::now();
     let results = harness.run_all()?;
     let (rows, targets) = summarize(&results, profile);
     let date = chrono::Utc::now();
@@ -130,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         "date": date.to_rfc3339(),
         "profile": profile.name,
         "machine": machine(),
+        "pressure": pressure.share_since(),
         "harness_seconds": started.elapsed().as_secs_f64().round(),
         "table": rows,
         "targets": targets,
@@ -142,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         date.format("%Y-%m-%d %H:%M UTC")
     );
     println!("{}", markdown_table(&rows));
+    println!("{}", pressure_note(&document));
     println!("{}", markdown_targets(&targets));
     if args.smoke {
         println!("smoke run: results not written");
@@ -159,30 +156,39 @@ fn main() -> anyhow::Result<()> {
 impl Harness {
     fn run_all(mut self) -> anyhow::Result<Value> {
         let profile = self.profile;
+        let fsync_before = fdatasync_latency(self.work.path(), profile.fsync_samples)?;
         eprintln!("[bench] ingest, keep-alive, {CONNECTIONS} connections");
-        let keep_alive = self.ingest(true, profile.ingest_seconds, profile.keep_alive_rounds)?;
+        let keep_alive = self.phase(|h| h.ingest(true))?;
         eprintln!("[bench] ingest, new connection per request");
-        let new_connection = self.ingest(
-            false,
-            profile.new_connection_seconds,
-            profile.new_connection_rounds,
-        )?;
+        let new_connection = self.phase(|h| h.ingest(false))?;
         eprintln!("[bench] end-to-end at {}/s", profile.e2e_rate);
-        let e2e = self.end_to_end()?;
+        let e2e = self.phase(Harness::end_to_end)?;
         eprintln!(
             "[bench] normalizer: drain {} pushes",
             profile.normalizer_pushes
         );
-        let normalizer = self.normalizer()?;
-        eprintln!("[bench] kafka mode");
-        let kafka = self.kafka();
+        let normalizer = self.phase(Harness::normalizer)?;
+        let fsync_after = fdatasync_latency(self.work.path(), profile.fsync_samples)?;
         Ok(json!({
             "ingest_keep_alive": keep_alive,
             "ingest_new_connection": new_connection,
             "end_to_end": e2e,
             "normalizer": normalizer,
-            "kafka_ingest": kafka,
+            "disk_fdatasync": { "before": fsync_before, "after": fsync_after },
         }))
+    }
+
+    /// Runs one phase and adds the CPU / I/O pressure during it to its result.
+    fn phase(
+        &mut self,
+        run: impl FnOnce(&mut Harness) -> anyhow::Result<Value>,
+    ) -> anyhow::Result<Value> {
+        let pressure = Pressure::now();
+        let mut result = run(self)?;
+        if let Value::Object(map) = &mut result {
+            map.insert("pressure".to_owned(), json!(pressure.share_since()));
+        }
+        Ok(result)
     }
 
     fn bin(&self, name: &str) -> PathBuf {
@@ -196,20 +202,19 @@ impl Harness {
         Ok(dir)
     }
 
-    fn start_bare(&mut self) -> anyhow::Result<(Server, PathBuf)> {
-        let dir = self.next_dir("bare-hyper")?;
-        let mut command = Command::new(self.bin("bare-hyper"));
-        command.args(["--listen", "127.0.0.1:0"]);
-        let server = Server::start(command, "bare-hyper listening", &dir.join("stderr.log"))?;
-        Ok((server, dir))
-    }
-
-    fn start_callhook(&mut self) -> anyhow::Result<(Server, PathBuf)> {
-        let dir = self.next_dir("callhook")?;
-        let mut command = Command::new(self.bin("callhook"));
-        command.arg("serve").arg("--data-dir").arg(dir.join("data"));
-        command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
-        let server = Server::start(command, "callhook listening", &dir.join("stderr.log"))?;
+    /// Starts `binary` (bare-hyper, kafka-receiver: `--listen`) or callhook serve.
+    fn start(&mut self, binary: &str) -> anyhow::Result<(Server, PathBuf)> {
+        let dir = self.next_dir(binary)?;
+        let mut command = Command::new(self.bin(binary));
+        let marker = if binary == "callhook" {
+            command.arg("serve").arg("--data-dir").arg(dir.join("data"));
+            command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+            "callhook listening".to_owned()
+        } else {
+            command.args(["--listen", "127.0.0.1:0"]);
+            format!("{binary} listening")
+        };
+        let server = Server::start(command, &marker, &dir.join("stderr.log"))?;
         Ok((server, dir))
     }
 
@@ -220,8 +225,21 @@ impl Harness {
         run_json(command, &dir.join("loadgen.log"))
     }
 
-    /// Alternates bare-hyper and callhook `rounds` times under the same load.
-    fn ingest(&mut self, keep_alive: bool, seconds: f64, rounds: usize) -> anyhow::Result<Value> {
+    /// Starts `binary`, runs the load against it, stops it; returns the loadgen report with
+    /// the server's memory and a few of its metrics.
+    fn measure(&mut self, binary: &str, load: &[String]) -> anyhow::Result<Value> {
+        let (server, dir) = self.start(binary)?;
+        let mut report = self.loadgen(&server, &dir, load)?;
+        let metrics = scrape(&server);
+        let memory = server.stop(Duration::from_secs(60))?;
+        if let Value::Object(map) = &mut report {
+            map.insert("server_memory".to_owned(), json!(memory));
+            map.insert("server_metrics".to_owned(), metrics);
+        }
+        Ok(report)
+    }
+
+    fn load_args(&self, keep_alive: bool, seconds: f64) -> Vec<String> {
         let mut load = vec![
             "--connections".to_owned(),
             CONNECTIONS.to_string(),
@@ -233,32 +251,57 @@ impl Harness {
         if !keep_alive {
             load.push("--new-connection-per-request".to_owned());
         }
+        load
+    }
+
+    /// Alternates bare-hyper and callhook round by round under the same load; keep-alive
+    /// rounds also measure callhook at half the round's ceiling (latency at a sustainable
+    /// rate) and the Kafka-mode receiver.
+    fn ingest(&mut self, keep_alive: bool) -> anyhow::Result<Value> {
+        let profile = self.profile;
+        let (seconds, rounds) = if keep_alive {
+            (profile.ingest_seconds, profile.keep_alive_rounds)
+        } else {
+            (
+                profile.new_connection_seconds,
+                profile.new_connection_rounds,
+            )
+        };
+        let load = self.load_args(keep_alive, seconds);
+        let kafka = keep_alive && self.bin("kafka-receiver").exists();
         let mut results = Vec::new();
         for round in 0..rounds {
-            let (bare, bare_dir) = self.start_bare()?;
-            let bare_load = self.loadgen(&bare, &bare_dir, &load)?;
-            let bare_memory = bare.stop(Duration::from_secs(10))?;
-            let (callhook, dir) = self.start_callhook()?;
-            let callhook_load = self.loadgen(&callhook, &dir, &load)?;
-            let metrics = scrape(&callhook);
-            let callhook_memory = callhook.stop(Duration::from_secs(60))?;
-            let ratio = number(&callhook_load, "/load/throughput_per_second")
-                / number(&bare_load, "/load/throughput_per_second").max(1.0);
-            eprintln!("[bench]   round {round}: ratio {ratio:.3}");
-            results.push(json!({
-                "bare_hyper": bare_load,
-                "bare_hyper_memory": bare_memory,
-                "callhook": callhook_load,
-                "callhook_memory": callhook_memory,
-                "callhook_metrics": metrics,
-                "ratio": ratio,
-            }));
+            let bare = self.measure("bare-hyper", &load)?;
+            let callhook = self.measure("callhook", &load)?;
+            let ceiling = number(&bare, "/load/throughput_per_second");
+            let mut entry = json!({
+                "bare_hyper": bare,
+                "callhook": callhook,
+                "ratio": number(&callhook, "/load/throughput_per_second") / ceiling.max(1.0),
+            });
+            if keep_alive {
+                let rate = (ceiling * LATENCY_RUN_SHARE).round().max(1.0);
+                let mut at_rate = load.clone();
+                at_rate.extend(["--rate".to_owned(), rate.to_string()]);
+                entry["callhook_at_half_ceiling"] = self.measure("callhook", &at_rate)?;
+            }
+            if kafka {
+                let kafka_run = self.measure("kafka-receiver", &load)?;
+                entry["kafka_ratio"] =
+                    json!(number(&kafka_run, "/load/throughput_per_second") / ceiling.max(1.0));
+                entry["kafka"] = kafka_run;
+            }
+            eprintln!(
+                "[bench]   round {round}: ratio {:.3}",
+                number(&entry, "/ratio")
+            );
+            results.push(entry);
         }
         Ok(json!({ "rounds": results, "median": median_round(&results) }))
     }
 
     fn end_to_end(&mut self) -> anyhow::Result<Value> {
-        let (server, dir) = self.start_callhook()?;
+        let (server, dir) = self.start("callhook")?;
         let db = dir.join("data").join("callhook.db");
         let load = [
             "--connections".to_owned(),
@@ -290,31 +333,15 @@ impl Harness {
             .arg(&dir);
         let result = run_json(command, &dir.join("stderr.log"));
         // The pre-filled log and the database are large; they are not kept.
-        let _ = std::fs::remove_file(dir.join("rawlog.db"));
-        result
-    }
-
-    /// Kafka mode: the in-process MockCluster bench, when its binary exists.
-    fn kafka(&mut self) -> Value {
-        let binary = self.bin("kafka-ingest-bench");
-        if !binary.exists() {
-            return json!({
-                "status": "pending",
-                "reason": "Kafka mode (rawlog/src/kafka) is not finished in this tree; \
-                           no MockCluster ingest bench to run",
-            });
+        for file in [
+            "rawlog.db",
+            "rawlog.db-wal",
+            "callhook.db",
+            "callhook.db-wal",
+        ] {
+            let _ = std::fs::remove_file(dir.join(file));
         }
-        let mut run = || -> anyhow::Result<Value> {
-            let dir = self.next_dir("kafka")?;
-            let mut command = Command::new(&binary);
-            command.args([
-                "--duration-seconds",
-                &self.profile.ingest_seconds.to_string(),
-            ]);
-            command.args(["--warmup-seconds", &self.profile.warmup_seconds.to_string()]);
-            run_json(command, &dir.join("stderr.log"))
-        };
-        run().unwrap_or_else(|error| json!({ "status": "failed", "reason": format!("{error:#}") }))
+        result
     }
 }
 
@@ -329,212 +356,87 @@ fn scrape(server: &Server) -> Value {
     let wanted = [
         "callhook_rawlog_batch_records_sum",
         "callhook_rawlog_batch_records_count",
+        "callhook_rawlog_commit_seconds_sum",
+        "callhook_rawlog_commit_seconds_count",
         "callhook_normalizer_lag_records",
-        "callhook_ingest_requests_total",
+        "callhook_normalizer_batch_records_sum",
+        "callhook_normalizer_batch_records_count",
+        "callhook_sink_commit_seconds_sum",
+        "callhook_sink_commit_seconds_count",
     ];
     let mut found = serde_json::Map::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
-        if let Some(name) = wanted.iter().find(|name| line.starts_with(**name)) {
-            if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                let key = line.rsplit_once(' ').map_or(*name, |(key, _)| key);
-                found.insert(key.to_owned(), json!(value));
-            }
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = key.split('{').next().unwrap_or(key);
+        if let (true, Ok(value)) = (wanted.contains(&name), value.parse::<f64>()) {
+            found.insert(key.to_owned(), json!(value));
         }
     }
     Value::Object(found)
 }
 
-/// The median over rounds of each headline figure.
+/// The median over rounds of each figure the table shows.
 fn median_round(rounds: &[Value]) -> Value {
     let median = |pointer: &str| {
-        let mut values: Vec<f64> = rounds.iter().map(|round| number(round, pointer)).collect();
+        let mut values: Vec<f64> = rounds
+            .iter()
+            .filter(|round| round.pointer(pointer).is_some())
+            .map(|round| number(round, pointer))
+            .collect();
         values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
+        values.get(values.len() / 2).copied()
     };
-    json!({
-        "ratio": median("/ratio"),
-        "callhook_per_second": median("/callhook/load/throughput_per_second"),
-        "bare_hyper_per_second": median("/bare_hyper/load/throughput_per_second"),
-        "callhook_p50_us": median("/callhook/load/latency/p50_us"),
-        "callhook_p99_us": median("/callhook/load/latency/p99_us"),
-        "callhook_p999_us": median("/callhook/load/latency/p999_us"),
-        "bare_hyper_p50_us": median("/bare_hyper/load/latency/p50_us"),
-        "bare_hyper_p99_us": median("/bare_hyper/load/latency/p99_us"),
-        "bare_hyper_p999_us": median("/bare_hyper/load/latency/p999_us"),
-        "callhook_failed": median("/callhook/load/requests_failed"),
-        "callhook_peak_rss_kib": rounds.iter().map(|r| number(r, "/callhook_memory/peak_rss_kib")).fold(0.0, f64::max),
-        "bare_hyper_peak_rss_kib": rounds.iter().map(|r| number(r, "/bare_hyper_memory/peak_rss_kib")).fold(0.0, f64::max),
-        "loadgen_peak_rss_kib": rounds.iter().map(|r| number(r, "/callhook/loadgen_memory/peak_rss_kib")).fold(0.0, f64::max),
-    })
-}
-
-fn ingest_rows(rows: &mut Vec<Row>, label: &str, result: &Value) {
-    let m = |name: &str| number(result, &format!("/median/{name}"));
-    rows.push(Row {
-        measure: format!("ingest, {label}: req/s"),
-        callhook: per_second(m("callhook_per_second")),
-        baseline: per_second(m("bare_hyper_per_second")),
-        ratio: format!("{:.2}", m("ratio")),
-    });
-    let latency = |who: &str| {
-        format!(
-            "{} / {} / {}",
-            millis(m(&format!("{who}_p50_us"))),
-            millis(m(&format!("{who}_p99_us"))),
-            millis(m(&format!("{who}_p999_us")))
-        )
-    };
-    rows.push(Row {
-        measure: format!("ingest, {label}: ack p50 / p99 / p99.9 (ms)"),
-        callhook: latency("callhook"),
-        baseline: latency("bare_hyper"),
-        ratio: String::new(),
-    });
-}
-
-fn summarize(results: &Value, profile: &Profile) -> (Vec<Row>, Vec<Target>) {
-    let mut rows = Vec::new();
-    let keep_alive = &results["ingest_keep_alive"];
-    let new_connection = &results["ingest_new_connection"];
-    ingest_rows(
-        &mut rows,
-        &format!("keep-alive, {CONNECTIONS} conns, 1 KB"),
-        keep_alive,
-    );
-    ingest_rows(
-        &mut rows,
-        &format!("new connection per push, {CONNECTIONS} conns"),
-        new_connection,
-    );
-    let kafka = &results["kafka_ingest"];
-    rows.push(Row {
-        measure: "ingest, Kafka mode (MockCluster), keep-alive: req/s".to_owned(),
-        callhook: match kafka["status"].as_str() {
-            Some(status) => status.to_owned(),
-            None => per_second(number(kafka, "/load/throughput_per_second")),
-        },
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-    let normalizer = &results["normalizer"];
-    let pushes = thousands(profile.normalizer_pushes);
-    rows.push(Row {
-        measure: format!("normalizer: drain {pushes} pushes into SQLite (events/s)"),
-        callhook: per_second(number(normalizer, "/drain/events_per_second")),
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-    rows.push(Row {
-        measure: format!("rebuild the database from the log ({pushes} pushes)"),
-        callhook: format!("{:.1} s", number(normalizer, "/drain/seconds")),
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-    let e2e = &results["end_to_end"]["report"]["e2e"];
-    rows.push(Row {
-        measure: format!(
-            "end-to-end ack → row at {}/s: p50 / p99 (ms)",
-            profile.e2e_rate
+    let mut out = serde_json::Map::new();
+    for (name, pointer) in [
+        ("ratio", "/ratio"),
+        ("kafka_ratio", "/kafka_ratio"),
+        (
+            "callhook_per_second",
+            "/callhook/load/throughput_per_second",
         ),
-        callhook: format!(
-            "{} / {}",
-            millis(number(e2e, "/ack_to_row/p50_us")),
-            millis(number(e2e, "/ack_to_row/p99_us"))
+        (
+            "bare_hyper_per_second",
+            "/bare_hyper/load/throughput_per_second",
         ),
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-    memory_rows(&mut rows, results);
-    let targets = targets(results, profile);
-    (rows, targets)
-}
-
-fn memory_rows(rows: &mut Vec<Row>, results: &Value) {
-    let peak = |pointer: &str| {
-        number(&results["ingest_keep_alive"], pointer)
-            .max(number(&results["ingest_new_connection"], pointer))
-    };
-    rows.push(Row {
-        measure: "peak RSS under ingest load (serve / loadgen)".to_owned(),
-        callhook: format!(
-            "{} / {}",
-            mebibytes(peak("/median/callhook_peak_rss_kib")),
-            mebibytes(peak("/median/loadgen_peak_rss_kib"))
+        ("kafka_per_second", "/kafka/load/throughput_per_second"),
+        (
+            "half_ceiling_rate",
+            "/callhook_at_half_ceiling/load/rate_target_per_second",
         ),
-        baseline: mebibytes(peak("/median/bare_hyper_peak_rss_kib")),
-        ratio: String::new(),
-    });
-    let normalizer = &results["normalizer"];
-    rows.push(Row {
-        measure: "peak RSS: end-to-end serve / normalizer bench".to_owned(),
-        callhook: format!(
-            "{} / {}",
-            mebibytes(number(
-                &results["end_to_end"],
-                "/callhook_memory/peak_rss_kib"
-            )),
-            mebibytes(number(normalizer, "/memory/peak_rss_kib"))
+        (
+            "half_ceiling_per_second",
+            "/callhook_at_half_ceiling/load/throughput_per_second",
         ),
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-    let cache = &normalizer["dedupe_cache"];
-    rows.push(Row {
-        measure: format!(
-            "dedupe cache at {} keys (allocated)",
-            thousands(number(cache, "/keys") as u64)
-        ),
-        callhook: format!(
-            "{} ({:.0} B/key)",
-            mebibytes(number(cache, "/allocated_bytes") / 1024.0),
-            number(cache, "/allocated_bytes_per_key")
-        ),
-        baseline: String::new(),
-        ratio: String::new(),
-    });
-}
-
-fn targets(results: &Value, profile: &Profile) -> Vec<Target> {
-    let keep_alive = &results["ingest_keep_alive"]["median"];
-    let ratio = number(keep_alive, "/ratio");
-    let p99 = number(keep_alive, "/callhook_p99_us");
-    let events = number(&results["normalizer"], "/drain/events_per_second");
-    let e2e_p99 = number(&results["end_to_end"], "/report/e2e/ack_to_row/p99_us");
-    let rss = number(
-        &results["ingest_keep_alive"],
-        "/median/callhook_peak_rss_kib",
-    )
-    .max(number(
-        &results["ingest_new_connection"],
-        "/median/callhook_peak_rss_kib",
-    ));
-    vec![
-        Target {
-            target: "durable ingest ≥ 50% of bare hyper, 64 keep-alive conns".to_owned(),
-            measured: format!("{:.0}%", ratio * 100.0),
-            met: Some(ratio >= 0.5),
-        },
-        Target {
-            target: "p99 ack ≤ 5 ms at 64 conns".to_owned(),
-            measured: format!("{} ms", millis(p99)),
-            met: Some(p99 <= 5000.0),
-        },
-        Target {
-            target: "normalizer ≥ 50,000 events/s into SQLite".to_owned(),
-            measured: per_second(events),
-            met: Some(events >= 50_000.0),
-        },
-        Target {
-            target: format!("end-to-end p99 ≤ 50 ms at {}/s", profile.e2e_rate),
-            measured: format!("{} ms", millis(e2e_p99)),
-            met: Some(e2e_p99 > 0.0 && e2e_p99 <= 50_000.0),
-        },
-        Target {
-            target: "ingest RSS ≤ 64 MB under load".to_owned(),
-            measured: mebibytes(rss),
-            met: Some(rss > 0.0 && rss <= 64.0 * 1024.0),
-        },
-    ]
+    ] {
+        if let Some(value) = median(pointer) {
+            out.insert(name.to_owned(), json!(value));
+        }
+    }
+    for who in [
+        "callhook",
+        "bare_hyper",
+        "kafka",
+        "callhook_at_half_ceiling",
+    ] {
+        for quantile in ["p50_us", "p99_us", "p999_us"] {
+            if let Some(value) = median(&format!("/{who}/load/latency/{quantile}")) {
+                out.insert(format!("{who}_{quantile}"), json!(value));
+            }
+        }
+        let peak = rounds
+            .iter()
+            .map(|round| number(round, &format!("/{who}/server_memory/peak_rss_kib")))
+            .fold(0.0, f64::max);
+        out.insert(format!("{who}_peak_rss_kib"), json!(peak));
+    }
+    let loadgen_peak = rounds
+        .iter()
+        .map(|round| number(round, "/callhook/loadgen_memory/peak_rss_kib"))
+        .fold(0.0, f64::max);
+    out.insert("loadgen_peak_rss_kib".to_owned(), json!(loadgen_peak));
+    Value::Object(out)
 }
 
 fn machine() -> Value {
@@ -550,9 +452,4 @@ fn machine() -> Value {
         })
         .unwrap_or_default();
     json!({ "cores": cores, "kernel": kernel.trim(), "cpu": cpu })
-}
-
-fn ensure_exists(path: &Path) -> anyhow::Result<()> {
-    std::fs::metadata(path).with_context(|| format!("{} is missing", path.display()))?;
-    Ok(())
 }
