@@ -17,9 +17,8 @@
 //! - A failed commit is retried with backoff, never skipped: the loop stops advancing (and the
 //!   lag metric grows) until the sink takes the batch again.
 //! - After the sink commit, the raw log's own committed offset for the group is advanced too,
-//!   at most once per [`RAW_LOG_COMMIT_INTERVAL`] while records keep coming, and always when
-//!   the loop catches up or stops; that one only drives retention, so losing (or delaying) it
-//!   is harmless.
+//!   at most once per [`RAW_LOG_COMMIT_INTERVAL`], and when the loop stops or a drain ends;
+//!   that one only drives retention, so losing (or delaying) it is harmless.
 
 pub mod records;
 
@@ -37,9 +36,10 @@ use records::{DedupePruner, PendingBatch, RecordMapper};
 
 pub use crate::config::{NormalizerConfig, NormalizerSettings};
 
-/// How often the raw log's own committed offset (retention only) is advanced while the loop is
-/// busy. Each advance is a write transaction with its own fsync on the raw log, whose write
-/// lock the receiver's group commits need too; once per batch it doubled the loop's fsyncs.
+/// How often the raw log's own committed offset (retention only) is advanced. Each advance is
+/// a write transaction with its own fsync on the raw log, whose write lock the receiver's
+/// group commits need too: once per batch (or each time the loop caught up) it doubled the
+/// loop's fsyncs and held up acks while this low-priority thread held the lock.
 pub const RAW_LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the loop stopped.
@@ -141,6 +141,7 @@ impl Normalizer {
         loop {
             let consumed = self.step()?;
             if consumed == 0 {
+                self.commit_raw_log_offsets(true);
                 return Ok(total);
             }
             total += consumed as u64;
@@ -166,8 +167,7 @@ impl Normalizer {
         }
         let consumed = pending.records();
         if consumed == 0 {
-            // Caught up: a good moment for the raw log's offsets.
-            self.commit_raw_log_offsets(true);
+            self.commit_raw_log_offsets(false);
             self.record_lag()?;
             return Ok(0);
         }
