@@ -4,11 +4,13 @@
 //!
 //! Latency is measured per request until the whole response body is read, from just before
 //! the request is written (for a new connection per request: before `connect`, since a vendor
-//! opening a connection per push waits for that too) — or, at a target rate, from when the
-//! request was due: request `n` is due at `start + n / rate`, and one that could not be sent
-//! on time (every connection busy) is sent late, counted in `late_sends`, and its wait is part
-//! of its latency (no coordinated omission). Requests due or started during the warm-up are
-//! sent but not measured.
+//! opening a connection per push waits for that too). At a target rate, request `n` is due at
+//! `start + n / rate`; when no connection was free by then (the worker took the request after
+//! its due time), the request is late, counted in `late_sends`, and measured from its due
+//! time, so the wait for a connection is part of its latency (no coordinated omission). A
+//! worker that was free early and only woke a little late (tokio's timer has millisecond
+//! resolution) is measured from the send. Requests started during the warm-up are sent but
+//! not measured.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ use crate::body::PushTemplate;
 use crate::e2e::AckTracker;
 use crate::stats::{new_histogram, record, LatencySummary};
 
-/// Sends later than this past their due time count as late.
+/// Requests taken by a worker later than this past their due time count as late.
 const LATE_AFTER: Duration = Duration::from_millis(2);
 
 /// What to send and for how long.
@@ -182,15 +184,18 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
     let mut stats = WorkerStats::new();
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     while let Some(sequence) = shared.claim() {
+        let claimed = Instant::now();
         let due = shared.due_at(sequence);
         if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
-            if due.elapsed() > LATE_AFTER {
-                stats.late_sends += 1;
-            }
         }
         let sent = Instant::now();
-        let started = due.unwrap_or(sent);
+        // Late only when every connection was still busy at the due time.
+        let backlog_since = due.filter(|due| claimed > *due + LATE_AFTER);
+        if backlog_since.is_some() {
+            stats.late_sends += 1;
+        }
+        let started = backlog_since.unwrap_or(sent);
         if sender.is_none() {
             match connect(shared.options.addr).await {
                 Ok(connected) => sender = Some(connected),
