@@ -117,7 +117,7 @@ CREATE INDEX dedupe_keys_seen_at ON dedupe_keys (seen_at);
 ";
 
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
-const SQLITE_CACHE_KIB: i64 = 16 * 1024;
+const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
 /// Sets the per-connection pragmas: WAL, `synchronous=FULL`, the busy timeout.
 pub(crate) fn configure(
