@@ -163,6 +163,30 @@ fn ingest_rows(rows: &mut Vec<Row>, label: &str, result: &Value) {
     }
 }
 
+fn catch_up_row(rows: &mut Vec<Row>, keep_alive: &Value) {
+    let median = &keep_alive["median"];
+    if median.get("catch_up_seconds").is_none() {
+        return;
+    }
+    let left = number(median, "/catch_up_lag_left_records");
+    rows.push(row(
+        "after the first keep-alive burst: backlog worked off by the normalizer (records, s)"
+            .to_owned(),
+        format!(
+            "{} in {:.0} s{}",
+            thousands(number(median, "/catch_up_backlog_records") as u64),
+            number(median, "/catch_up_seconds"),
+            if left > 0.0 {
+                format!(" ({} left)", thousands(left as u64))
+            } else {
+                String::new()
+            }
+        ),
+        String::new(),
+        String::new(),
+    ));
+}
+
 fn kafka_rows(rows: &mut Vec<Row>, keep_alive: &Value) {
     let median = &keep_alive["median"];
     if median.get("kafka_per_second").is_none() {
@@ -201,6 +225,7 @@ pub fn summarize(results: &Value, profile: &Profile) -> (Vec<Row>, Vec<Target>) 
         "new connection per push, 64 conns",
         &results["ingest_new_connection"],
     );
+    catch_up_row(&mut rows, &results["ingest_keep_alive"]);
     kafka_rows(&mut rows, &results["ingest_keep_alive"]);
     let normalizer = &results["normalizer"];
     let pushes = thousands(profile.normalizer_pushes);
@@ -275,10 +300,12 @@ fn callhook_peak_rss(results: &Value) -> f64 {
 fn memory_rows(rows: &mut Vec<Row>, results: &Value) {
     let keep_alive = &results["ingest_keep_alive"]["median"];
     rows.push(row(
-        "peak RSS: callhook serve (ingest + e2e runs) / kafka-receiver / loadgen".to_owned(),
+        "peak RSS: callhook serve under load / incl. the catch-up / kafka-receiver / loadgen"
+            .to_owned(),
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             mebibytes(callhook_peak_rss(results)),
+            mebibytes(number(keep_alive, "/callhook_peak_rss_after_catch_up_kib")),
             mebibytes(number(keep_alive, "/kafka_peak_rss_kib")),
             mebibytes(number(keep_alive, "/loadgen_peak_rss_kib"))
         ),

@@ -226,15 +226,23 @@ impl Harness {
     }
 
     /// Starts `binary`, runs the load against it, stops it; returns the loadgen report with
-    /// the server's memory and a few of its metrics.
-    fn measure(&mut self, binary: &str, load: &[String]) -> anyhow::Result<Value> {
+    /// the server's memory and a few of its metrics. With `catch_up`, it first waits (up to
+    /// [`CATCH_UP_LIMIT`]) for callhook's normalizer to work off the backlog the burst left,
+    /// and records how long that took and the peak RSS including it.
+    fn measure(&mut self, binary: &str, load: &[String], catch_up: bool) -> anyhow::Result<Value> {
         let (server, dir) = self.start(binary)?;
         let mut report = self.loadgen(&server, &dir, load)?;
         let metrics = scrape(&server);
+        let memory_under_load = server.memory();
+        let catch_up = catch_up.then(|| wait_for_catch_up(&server));
         let memory = server.stop(Duration::from_secs(60))?;
         if let Value::Object(map) = &mut report {
-            map.insert("server_memory".to_owned(), json!(memory));
+            map.insert("server_memory".to_owned(), json!(memory_under_load));
             map.insert("server_metrics".to_owned(), metrics);
+            if let Some(catch_up) = catch_up {
+                map.insert("catch_up".to_owned(), catch_up);
+                map.insert("server_memory_after_catch_up".to_owned(), json!(memory));
+            }
         }
         Ok(report)
     }
@@ -271,8 +279,8 @@ impl Harness {
         let kafka = keep_alive && self.bin("kafka-receiver").exists();
         let mut results = Vec::new();
         for round in 0..rounds {
-            let bare = self.measure("bare-hyper", &load)?;
-            let callhook = self.measure("callhook", &load)?;
+            let bare = self.measure("bare-hyper", &load, false)?;
+            let callhook = self.measure("callhook", &load, keep_alive && round == 0)?;
             let ceiling = number(&bare, "/load/throughput_per_second");
             let mut entry = json!({
                 "bare_hyper": bare,
@@ -283,10 +291,10 @@ impl Harness {
                 let rate = (ceiling * LATENCY_RUN_SHARE).round().max(1.0);
                 let mut at_rate = load.clone();
                 at_rate.extend(["--rate".to_owned(), rate.to_string()]);
-                entry["callhook_at_half_ceiling"] = self.measure("callhook", &at_rate)?;
+                entry["callhook_at_half_ceiling"] = self.measure("callhook", &at_rate, false)?;
             }
             if kafka {
-                let kafka_run = self.measure("kafka-receiver", &load)?;
+                let kafka_run = self.measure("kafka-receiver", &load, false)?;
                 entry["kafka_ratio"] =
                     json!(number(&kafka_run, "/load/throughput_per_second") / ceiling.max(1.0));
                 entry["kafka"] = kafka_run;
@@ -343,6 +351,31 @@ impl Harness {
         }
         result
     }
+}
+
+/// Longest wait for the normalizer to catch up after a burst.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(240);
+
+/// Waits until callhook's normalizer lag is 0; returns the backlog and how long it took.
+fn wait_for_catch_up(server: &Server) -> Value {
+    let lag = || -> Option<f64> {
+        let text = http_get(server.admin?, "/metrics").ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("callhook_normalizer_lag_records "))
+            .and_then(|value| value.trim().parse().ok())
+    };
+    let started = Instant::now();
+    let backlog = lag();
+    let mut last = backlog;
+    while last.is_some_and(|lag| lag > 0.0) && started.elapsed() < CATCH_UP_LIMIT {
+        std::thread::sleep(Duration::from_millis(250));
+        last = lag();
+    }
+    json!({
+        "backlog_records": backlog,
+        "seconds": started.elapsed().as_secs_f64(),
+        "lag_left_records": last,
+    })
 }
 
 /// Reads a few callhook metrics after a run (what explains the figures: batch sizes, lag).
@@ -408,6 +441,19 @@ fn median_round(rounds: &[Value]) -> Value {
         (
             "half_ceiling_per_second",
             "/callhook_at_half_ceiling/load/throughput_per_second",
+        ),
+        (
+            "catch_up_backlog_records",
+            "/callhook/catch_up/backlog_records",
+        ),
+        ("catch_up_seconds", "/callhook/catch_up/seconds"),
+        (
+            "catch_up_lag_left_records",
+            "/callhook/catch_up/lag_left_records",
+        ),
+        (
+            "callhook_peak_rss_after_catch_up_kib",
+            "/callhook/server_memory_after_catch_up/peak_rss_kib",
         ),
     ] {
         if let Some(value) = median(pointer) {
