@@ -18,6 +18,16 @@ pub enum MapError {
     /// A field the event cannot do without is absent or empty.
     #[error("required field `{0}` is missing")]
     MissingField(&'static str),
+    /// The body, or a JSON document inside a field, nests objects and arrays deeper than the
+    /// mapper goes ([`crate::limits::MAX_NESTING`]).
+    #[error("payload nests deeper than {limit} levels")]
+    TooDeep {
+        /// The nesting limit that was passed.
+        limit: usize,
+    },
+    /// The body, or the values it holds, are larger than the mapper takes.
+    #[error("payload is too large: {0}")]
+    TooLarge(String),
     /// A field is present but its value cannot be used.
     #[error("field `{field}` is invalid: {detail}")]
     InvalidField {
@@ -38,17 +48,21 @@ impl MapError {
             MapError::UnknownEvent(_) => "unknown_event",
             MapError::MissingField(_) => "missing_field",
             MapError::InvalidField { .. } => "invalid_field",
+            MapError::TooDeep { .. } => "too_deep",
+            MapError::TooLarge(_) => "too_large",
         }
     }
 
     /// Every reason code [`MapError::reason`] can return.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 8] = [
         "empty_push",
         "unparseable_body",
         "unrecognized_shape",
         "unknown_event",
         "missing_field",
         "invalid_field",
+        "too_deep",
+        "too_large",
     ];
 }
 

@@ -15,10 +15,31 @@
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting accepted; deeper input is an error, not a stack overflow.
-const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = crate::limits::MAX_NESTING;
+
+/// Why a literal was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiteralError {
+    /// It nests deeper than [`crate::limits::MAX_NESTING`].
+    TooDeep,
+    /// It is not an object literal (the detail says where).
+    Syntax(String),
+}
+
+impl From<String> for LiteralError {
+    fn from(detail: String) -> Self {
+        LiteralError::Syntax(detail)
+    }
+}
+
+impl From<&str> for LiteralError {
+    fn from(detail: &str) -> Self {
+        LiteralError::Syntax(detail.to_owned())
+    }
+}
 
 /// Parses a JS object literal into a JSON object.
-pub fn parse_object_literal(text: &str) -> Result<Map<String, Value>, String> {
+pub fn parse_object_literal(text: &str) -> Result<Map<String, Value>, LiteralError> {
     let mut parser = Parser {
         chars: text.chars().collect(),
         pos: 0,
@@ -27,11 +48,11 @@ pub fn parse_object_literal(text: &str) -> Result<Map<String, Value>, String> {
     let value = parser.value(0)?;
     parser.skip_space();
     if parser.pos < parser.chars.len() {
-        return Err(format!("trailing text at character {}", parser.pos));
+        return Err(format!("trailing text at character {}", parser.pos).into());
     }
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err("top level is not an object".to_owned()),
+        _ => Err("top level is not an object".into()),
     }
 }
 
@@ -78,20 +99,20 @@ impl Parser {
         newline
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err("nesting too deep".to_owned());
+    fn value(&mut self, depth: usize) -> Result<Value, LiteralError> {
+        if depth >= MAX_DEPTH && matches!(self.peek(), Some('{' | '[')) {
+            return Err(LiteralError::TooDeep);
         }
         match self.peek() {
             Some('{') => self.object(depth).map(Value::Object),
             Some('[') => self.array(depth),
             Some(quote @ ('"' | '\'')) => self.string(quote).map(Value::String),
             Some(_) => Ok(self.bare_word()),
-            None => Err("unexpected end of input".to_owned()),
+            None => Err("unexpected end of input".into()),
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Map<String, Value>, String> {
+    fn object(&mut self, depth: usize) -> Result<Map<String, Value>, LiteralError> {
         self.pos += 1;
         let mut map = Map::new();
         loop {
@@ -101,13 +122,13 @@ impl Parser {
                     self.pos += 1;
                     return Ok(map);
                 }
-                None => return Err("unterminated object".to_owned()),
+                None => return Err("unterminated object".into()),
                 _ => {}
             }
             let key = self.key()?;
             self.skip_space();
             if self.peek() != Some(':') {
-                return Err(format!("expected `:` after key `{key}`"));
+                return Err(format!("expected `:` after key `{key}`").into());
             }
             self.pos += 1;
             self.skip_space();
@@ -118,13 +139,13 @@ impl Parser {
                 Some(',') => self.pos += 1,
                 Some('}') => {}
                 Some(_) if newline => {}
-                Some(ch) => return Err(format!("expected `,` or `}}`, found `{ch}`")),
-                None => return Err("unterminated object".to_owned()),
+                Some(ch) => return Err(format!("expected `,` or `}}`, found `{ch}`").into()),
+                None => return Err("unterminated object".into()),
             }
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, String> {
+    fn array(&mut self, depth: usize) -> Result<Value, LiteralError> {
         self.pos += 1;
         let mut items = Vec::new();
         loop {
@@ -134,7 +155,7 @@ impl Parser {
                     self.pos += 1;
                     return Ok(Value::Array(items));
                 }
-                None => return Err("unterminated array".to_owned()),
+                None => return Err("unterminated array".into()),
                 _ => {}
             }
             let _ = newline_before;
@@ -144,13 +165,13 @@ impl Parser {
                 Some(',') => self.pos += 1,
                 Some(']') => {}
                 Some(_) if newline => {}
-                Some(ch) => return Err(format!("expected `,` or `]`, found `{ch}`")),
-                None => return Err("unterminated array".to_owned()),
+                Some(ch) => return Err(format!("expected `,` or `]`, found `{ch}`").into()),
+                None => return Err("unterminated array".into()),
             }
         }
     }
 
-    fn key(&mut self) -> Result<String, String> {
+    fn key(&mut self) -> Result<String, LiteralError> {
         match self.peek() {
             Some(quote @ ('"' | '\'')) => self.string(quote),
             _ => {
@@ -161,7 +182,7 @@ impl Parser {
                     self.pos += 1;
                 }
                 if start == self.pos {
-                    return Err(format!("expected a key at character {}", self.pos));
+                    return Err(format!("expected a key at character {}", self.pos).into());
                 }
                 Ok(self.chars[start..self.pos].iter().collect())
             }
@@ -169,7 +190,7 @@ impl Parser {
     }
 
     /// Reads a quoted string; a quote closes it only when a delimiter follows.
-    fn string(&mut self, quote: char) -> Result<String, String> {
+    fn string(&mut self, quote: char) -> Result<String, LiteralError> {
         self.pos += 1;
         let mut out = String::new();
         while let Some(ch) = self.peek() {
@@ -182,7 +203,7 @@ impl Parser {
                 out.push(ch);
             }
         }
-        Err("unterminated string".to_owned())
+        Err("unterminated string".into())
     }
 
     fn closes_string(&self) -> bool {
@@ -257,8 +278,16 @@ fn number(word: &str) -> Option<Value> {
     if let Ok(int) = unsigned.parse::<i64>() {
         return Some(Value::Number(int.into()));
     }
+    // A decimal keeps the digits as sent (serde_json's `arbitrary_precision`): an epoch time
+    // with microseconds must not pick up binary floating-point error.
     let float = unsigned.parse::<f64>().ok()?;
-    Number::from_f64(float).map(Value::Number)
+    if !float.is_finite() {
+        return None;
+    }
+    serde_json::from_str::<Number>(unsigned)
+        .ok()
+        .or_else(|| Number::from_f64(float))
+        .map(Value::Number)
 }
 
 #[cfg(test)]
@@ -301,7 +330,10 @@ mod tests {
         assert!(parse_object_literal("{a:").is_err());
         assert!(parse_object_literal("{a 1}").is_err());
         assert!(parse_object_literal("hello").is_err());
-        assert!(parse_object_literal(&"[".repeat(10_000)).is_err());
+        assert_eq!(
+            parse_object_literal(&"{a:".repeat(100_000)),
+            Err(LiteralError::TooDeep)
+        );
     }
 
     proptest! {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fields;
 pub mod kafka;
 pub mod lenient;
+pub mod limits;
 pub mod mapping;
 pub mod payload;
 pub mod phone;

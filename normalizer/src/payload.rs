@@ -6,10 +6,19 @@
 //! own sample receivers do: a body field wins, and a query parameter whose name the body also
 //! uses is kept as `query.<name>` so nothing is lost. Query parameters named in the source's
 //! `redact_params` (auth tokens) are dropped here, before they could reach an event.
+//!
+//! Text: a `charset` declared in the content type is how the body (and a form body's values)
+//! is read; without one, the body is UTF-8 with invalid bytes replaced. A query string is read
+//! as UTF-8 when its bytes are UTF-8, else in the declared charset. Every parser runs within
+//! the bounds of [`crate::limits`]. The raw bytes stay in the raw log whatever happens here.
 
+use std::borrow::Cow;
+
+use encoding_rs::Encoding;
 use serde_json::{Map, Value};
 
 use crate::error::{MapError, Result};
+use crate::limits::{check_nesting, check_value, MAX_BODY_BYTES, MAX_FIELDS, MAX_NESTING};
 use crate::push::{RawPush, SourceContext};
 
 /// How the body was read (recorded for diagnostics and tests).
@@ -38,13 +47,26 @@ pub struct Payload {
     pub from_query: bool,
 }
 
-/// Parses a push into its merged fields; fails only when nothing usable is there.
+/// Parses a push into its merged fields; fails only when nothing usable is there, or when the
+/// push passes a bound of [`crate::limits`].
 pub fn parse_payload(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Payload> {
-    let (body_fields, body_format) = parse_body(push.body, push.content_type)?;
+    if push.body.len() > MAX_BODY_BYTES {
+        return Err(MapError::TooLarge(format!(
+            "the body has {} bytes; at most {MAX_BODY_BYTES} are mapped",
+            push.body.len()
+        )));
+    }
+    if push.query.is_some_and(|query| query.len() > MAX_BODY_BYTES) {
+        return Err(MapError::TooLarge(format!(
+            "the query string has more than {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let charset = declared_charset(push.content_type);
+    let (body_fields, body_format) = parse_body(push.body, push.content_type, charset)?;
     let mut fields = body_fields;
     let mut from_query = false;
     if let Some(query) = push.query.filter(|q| !q.is_empty()) {
-        for (name, value) in decode_form(query.as_bytes()) {
+        for (name, value) in decode_form(query.as_bytes(), FormText::Query(charset))? {
             if ctx.redact_params.iter().any(|p| p == &name) {
                 continue;
             }
@@ -73,8 +95,29 @@ pub fn parse_payload(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Payload>
     })
 }
 
-fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<(Map<String, Value>, BodyFormat)> {
-    let text = String::from_utf8_lossy(body);
+/// Returns the encoding named by a `charset` parameter of the content type (GBK, GB18030 and
+/// Big5 are common from Chinese PBXs), unless it is UTF-8 or unknown, which keep the default
+/// reading: UTF-8, with Latin-1 mojibake repaired in form values.
+fn declared_charset(content_type: Option<&str>) -> Option<&'static Encoding> {
+    let content_type = content_type?;
+    let label = content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches(|c| c == '"' || c == '\''))
+    })?;
+    Encoding::for_label(label.as_bytes()).filter(|encoding| *encoding != encoding_rs::UTF_8)
+}
+
+fn parse_body(
+    body: &[u8],
+    content_type: Option<&str>,
+    charset: Option<&'static Encoding>,
+) -> Result<(Map<String, Value>, BodyFormat)> {
+    let text = match charset {
+        Some(encoding) => encoding.decode_without_bom_handling(body).0,
+        None => String::from_utf8_lossy(body),
+    };
     let trimmed = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if trimmed.is_empty() {
         return Ok((Map::new(), BodyFormat::Empty));
@@ -83,8 +126,13 @@ fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<(Map<String, Va
         .map(|ct| ct.to_ascii_lowercase().contains("x-www-form-urlencoded"))
         .unwrap_or(false);
     if is_form_type && !trimmed.starts_with('{') {
-        return Ok((form_map(trimmed.as_bytes()), BodyFormat::Form));
+        return Ok((
+            form_map(body_form_bytes(body, trimmed, charset), charset)?,
+            BodyFormat::Form,
+        ));
     }
+    // Every parser below is bounded by this scan: `json5` has no depth limit of its own.
+    check_nesting(trimmed)?;
     if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
         return object_or_error(value, BodyFormat::Json);
     }
@@ -93,18 +141,37 @@ fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<(Map<String, Va
             return object_or_error(value, BodyFormat::Json5);
         }
         return crate::lenient::parse_object_literal(trimmed)
-            .map(|map| (map, BodyFormat::JsLiteral))
-            .map_err(MapError::UnparseableBody);
+            .map_err(|error| match error {
+                crate::lenient::LiteralError::TooDeep => MapError::TooDeep { limit: MAX_NESTING },
+                crate::lenient::LiteralError::Syntax(detail) => MapError::UnparseableBody(detail),
+            })
+            .and_then(|map| {
+                check_map(&map)?;
+                Ok((map, BodyFormat::JsLiteral))
+            });
     }
     if looks_like_form(trimmed) {
-        return Ok((form_map(trimmed.as_bytes()), BodyFormat::Form));
+        return Ok((
+            form_map(body_form_bytes(body, trimmed, charset), charset)?,
+            BodyFormat::Form,
+        ));
     }
     Err(MapError::UnparseableBody(
         "not JSON, a JavaScript object literal or form encoding".to_owned(),
     ))
 }
 
+/// The bytes a form body is decoded from: the raw bytes when a charset is declared (each
+/// percent-decoded value is then read in that charset), else the trimmed text.
+fn body_form_bytes<'a>(body: &'a [u8], trimmed: &'a str, charset: Option<&Encoding>) -> &'a [u8] {
+    match charset {
+        Some(_) => body.trim_ascii(),
+        None => trimmed.as_bytes(),
+    }
+}
+
 fn object_or_error(value: Value, format: BodyFormat) -> Result<(Map<String, Value>, BodyFormat)> {
+    check_value(&value)?;
     match value {
         Value::Object(map) => Ok((map, format)),
         other => Err(MapError::UnrecognizedShape(format!(
@@ -112,6 +179,15 @@ fn object_or_error(value: Value, format: BodyFormat) -> Result<(Map<String, Valu
             json_kind(&other)
         ))),
     }
+}
+
+fn check_map(map: &Map<String, Value>) -> Result<()> {
+    if map.len() > MAX_FIELDS {
+        return Err(MapError::TooLarge(format!(
+            "the payload holds more than {MAX_FIELDS} values"
+        )));
+    }
+    map.values().try_for_each(check_value)
 }
 
 /// Names a JSON value's type (`null`, `string`, `array` ...) for error messages.
@@ -139,9 +215,9 @@ fn looks_like_form(text: &str) -> bool {
     }
 }
 
-fn form_map(bytes: &[u8]) -> Map<String, Value> {
+fn form_map(bytes: &[u8], charset: Option<&'static Encoding>) -> Result<Map<String, Value>> {
     let mut map = Map::new();
-    for (name, value) in decode_form(bytes) {
+    for (name, value) in decode_form(bytes, FormText::Body(charset))? {
         match map.get_mut(&name) {
             None => {
                 map.insert(name, value);
@@ -153,17 +229,69 @@ fn form_map(bytes: &[u8]) -> Map<String, Value> {
             }
         }
     }
-    map
+    Ok(map)
 }
 
-/// Decodes `a=1&b=2` (`+` is a space), repairing UTF-8 text that was read as Latin-1.
-fn decode_form(bytes: &[u8]) -> Vec<(String, Value)> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes).unwrap_or_default();
-    pairs
-        .into_iter()
-        .filter(|(name, _)| !name.is_empty())
-        .map(|(name, value)| (name, Value::String(repair_latin1_mojibake(value))))
-        .collect()
+/// How the percent-decoded bytes of a form or query value are read.
+#[derive(Debug, Clone, Copy)]
+enum FormText {
+    /// A form body: in its declared charset, when there is one.
+    Body(Option<&'static Encoding>),
+    /// A query string, which has no charset of its own: UTF-8 when the bytes are UTF-8, else
+    /// the body's declared charset.
+    Query(Option<&'static Encoding>),
+}
+
+/// Decodes `a=1&b=2` (`+` is a space), reading each name and value as `text` says. Without a
+/// charset, invalid UTF-8 bytes are replaced and UTF-8 text that was read as Latin-1 is
+/// repaired. At most [`MAX_FIELDS`] pairs.
+fn decode_form(bytes: &[u8], text: FormText) -> Result<Vec<(String, Value)>> {
+    let mut pairs = Vec::new();
+    for pair in bytes
+        .split(|byte| *byte == b'&')
+        .filter(|pair| !pair.is_empty())
+    {
+        if pairs.len() == MAX_FIELDS {
+            return Err(MapError::TooLarge(format!(
+                "more than {MAX_FIELDS} form or query fields"
+            )));
+        }
+        let (name, value) = match pair.iter().position(|byte| *byte == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        let name = decode_component(name, text);
+        if name.is_empty() {
+            continue;
+        }
+        pairs.push((name, Value::String(decode_component(value, text))));
+    }
+    Ok(pairs)
+}
+
+fn decode_component(raw: &[u8], text: FormText) -> String {
+    let spaced: Cow<'_, [u8]> = if raw.contains(&b'+') {
+        Cow::Owned(
+            raw.iter()
+                .map(|&byte| if byte == b'+' { b' ' } else { byte })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(raw)
+    };
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(&spaced).into();
+    let charset = match text {
+        FormText::Body(Some(encoding)) => Some(encoding),
+        FormText::Query(charset) if std::str::from_utf8(&decoded).is_err() => charset,
+        FormText::Body(None) | FormText::Query(_) => None,
+    };
+    match charset {
+        Some(encoding) => encoding
+            .decode_without_bom_handling(&decoded)
+            .0
+            .into_owned(),
+        None => repair_latin1_mojibake(String::from_utf8_lossy(&decoded).into_owned()),
+    }
 }
 
 /// Recovers UTF-8 text (Chinese names, provinces) that a gateway decoded as ISO-8859-1.

@@ -17,7 +17,12 @@ pub fn parse_phone(raw: &str) -> Option<PhoneNumber> {
     if raw.trim().is_empty() {
         return None;
     }
-    let (kind, e164) = classify(raw);
+    // Longer than any dialable number: kept as sent, never classified.
+    let (kind, e164) = if raw.len() > crate::limits::MAX_SCALAR_CHARS {
+        (NumberKind::Unknown, None)
+    } else {
+        classify(raw)
+    };
     Some(PhoneNumber {
         raw: raw.to_owned(),
         e164,

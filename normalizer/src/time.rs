@@ -3,17 +3,21 @@
 //! Accepted (after trimming, and after one more percent-decoding when the text still holds
 //! `%` escapes or `+` for a space, which double-encoded GET pushes carry):
 //! - `""` and whitespace: absent;
-//! - epoch seconds (10 digits), milliseconds (13 digits), with an optional fraction
-//!   (`"1534993059.785012"`), as a string or a JSON number;
+//! - epoch seconds (10 digits), milliseconds (13), microseconds (16) or nanoseconds (19),
+//!   with an optional fraction (`"1534993059.785012"`), as a string or a JSON number, read
+//!   exactly (decimal digits, never through a binary float);
 //! - `YYYY-MM-DD HH:mm:ss` in the source's zone, also with `T`, no separator at all
 //!   (`2018-11-0519:05:31`), a fraction of a second, or `/` as the date separator;
 //! - `yyyyMMddHHmmss` (14 digits) in the source's zone;
 //! - RFC 3339 with an explicit offset (kept as given).
 //!
-//! Anything else is not a time: the caller keeps the raw value in `vendor_fields`.
+//! Anything else is not a time: the caller keeps the raw value in `vendor_fields`. So is a
+//! text longer than [`MAX_SCALAR_CHARS`], and one still percent-encoded after two decodings.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use serde_json::Value;
+
+use crate::limits::MAX_SCALAR_CHARS;
 
 /// Earliest epoch second accepted as a real event time (2000-01-01).
 const MIN_EPOCH_SECONDS: i64 = 946_684_800;
@@ -24,28 +28,37 @@ const MAX_EPOCH_SECONDS: i64 = 4_102_444_800;
 pub fn parse_time_value(value: &Value, zone: FixedOffset) -> Option<DateTime<Utc>> {
     match value {
         Value::String(text) => parse_time(text, zone),
-        Value::Number(number) => {
-            let seconds = number.as_f64()?;
-            epoch_to_utc(
-                seconds.trunc() as i64,
-                seconds.fract(),
-                number.as_i64().is_some(),
-            )
-        }
+        // With serde_json's `arbitrary_precision`, a number renders as the digits the vendor
+        // sent, so a fraction is read exactly rather than through a binary float.
+        Value::Number(number) => parse_epoch(&number.to_string()),
         _ => None,
     }
 }
 
 /// Parses a vendor time string; returns `None` when it is absent or not a time.
 pub fn parse_time(text: &str, zone: FixedOffset) -> Option<DateTime<Utc>> {
+    parse_time_decoded(text, zone, MAX_DECODINGS)
+}
+
+/// Percent-decodings tried on one time text: once for an encoded query value, once more for a
+/// double-encoded one.
+const MAX_DECODINGS: usize = 2;
+
+fn parse_time_decoded(
+    text: &str,
+    zone: FixedOffset,
+    decodings_left: usize,
+) -> Option<DateTime<Utc>> {
     let trimmed = text.trim();
-    if trimmed.is_empty() {
+    if trimmed.is_empty() || trimmed.len() > MAX_SCALAR_CHARS {
         return None;
     }
     if trimmed.contains('%') || trimmed.contains('+') && !looks_like_offset(trimmed) {
         let decoded = percent_decode_plus(trimmed);
         if decoded != trimmed {
-            return parse_time(&decoded, zone);
+            return decodings_left
+                .checked_sub(1)
+                .and_then(|left| parse_time_decoded(&decoded, zone, left));
         }
     }
     if let Some(time) = parse_epoch(trimmed) {
@@ -69,7 +82,13 @@ fn percent_decode_plus(text: &str) -> String {
         .into_owned()
 }
 
+/// Reads an epoch time in seconds (9–10 digits), milliseconds (13), microseconds (16) or
+/// nanoseconds (19), with an optional decimal fraction of that unit, in integer arithmetic:
+/// the result is exact to the nanosecond (further digits are cut).
 fn parse_epoch(text: &str) -> Option<DateTime<Utc>> {
+    if text.len() > MAX_SCALAR_CHARS {
+        return None;
+    }
     let (whole, fraction) = match text.split_once('.') {
         Some((whole, fraction)) => (whole, Some(fraction)),
         None => (text, None),
@@ -82,36 +101,30 @@ fn parse_epoch(text: &str) -> Option<DateTime<Utc>> {
             return None;
         }
     }
-    let fraction_value = fraction
-        .map(|f| format!("0.{f}").parse::<f64>().unwrap_or(0.0))
-        .unwrap_or(0.0);
-    match whole.len() {
-        9 | 10 => epoch_to_utc(whole.parse().ok()?, fraction_value, fraction.is_none()),
-        13 => {
-            let millis: i64 = whole.parse().ok()?;
-            let seconds = millis.div_euclid(1000);
-            let extra = millis.rem_euclid(1000) as f64 / 1000.0;
-            epoch_to_utc(seconds, extra, fraction.is_none())
-        }
-        _ => None,
-    }
-}
-
-fn epoch_to_utc(seconds: i64, fraction: f64, _integral: bool) -> Option<DateTime<Utc>> {
-    // Millisecond-looking integers sent as JSON numbers land here as seconds: rescale them.
-    let (seconds, fraction) = if seconds > MAX_EPOCH_SECONDS * 100 {
-        (
-            seconds.div_euclid(1000),
-            seconds.rem_euclid(1000) as f64 / 1000.0,
-        )
-    } else {
-        (seconds, fraction)
+    // Nanoseconds per unit of the whole part, by its digit count.
+    let unit_nanos: i128 = match whole.len() {
+        9 | 10 => 1_000_000_000,
+        13 => 1_000_000,
+        16 => 1_000,
+        19 => 1,
+        _ => return None,
     };
+    let whole: i128 = whole.parse().ok()?;
+    let mut nanos = whole * unit_nanos;
+    let mut scale = unit_nanos / 10;
+    for digit in fraction.unwrap_or("").bytes() {
+        if scale == 0 {
+            break;
+        }
+        nanos += i128::from(digit - b'0') * scale;
+        scale /= 10;
+    }
+    let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+    let subsec = u32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;
     if !(MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS).contains(&seconds) {
         return None;
     }
-    let nanos = (fraction * 1e9).round().clamp(0.0, 999_999_999.0) as u32;
-    Utc.timestamp_opt(seconds, nanos).single()
+    Utc.timestamp_opt(seconds, subsec).single()
 }
 
 fn parse_local(text: &str) -> Option<NaiveDateTime> {
@@ -219,6 +232,30 @@ mod tests {
         }
         assert_eq!(parse_time_value(&serde_json::json!(null), zone()), None);
         assert_eq!(parse_time_value(&serde_json::json!(-5), zone()), None);
+        let deep = format!("{}2021-05-08", "%25".repeat(100_000));
+        assert_eq!(parse_time(&deep, zone()), None);
+    }
+
+    #[test]
+    fn test_fractions_are_exact() {
+        let number: Value = serde_json::from_str("1620455977.123456").unwrap();
+        assert_eq!(
+            parse_time_value(&number, zone()),
+            utc("2021-05-08T06:39:37.123456Z")
+        );
+        let millis: Value = serde_json::from_str("1620455977123.456").unwrap();
+        assert_eq!(
+            parse_time_value(&millis, zone()),
+            utc("2021-05-08T06:39:37.123456Z")
+        );
+        assert_eq!(
+            parse_time("1620455977123456", zone()),
+            utc("2021-05-08T06:39:37.123456Z")
+        );
+        assert_eq!(
+            parse_time("1620455977.1234567891", zone()),
+            utc("2021-05-08T06:39:37.123456789Z")
+        );
     }
 
     proptest! {

@@ -37,7 +37,7 @@ pub fn map(
     ctx: &SourceContext,
 ) -> Result<(String, Vec<Draft>)> {
     let hash = payload_hash(&payload);
-    let flat = flatten_content(payload);
+    let flat = flatten_content(payload)?;
     let mut fields = Fields::new(flat, ctx.utc_offset);
     let dedupe_key = dedupe_key(&fields, &hash, push.received_at);
     let drafts = match fields.take_str("pushType") {
@@ -69,17 +69,21 @@ fn map_push_type(push_type: String, fields: Fields, ctx: &SourceContext) -> Resu
 
 /// The link push nests its fields under `content` (an object, or a JSON string of one) beside
 /// `uniqueId`: lift them to the top. A top-level field that clashes with a different value
-/// inside `content` is kept as `envelope.<name>`.
-fn flatten_content(mut payload: Map<String, Value>) -> Map<String, Value> {
+/// inside `content` is kept as `envelope.<name>`. A `content` string that is not JSON stays a
+/// string field; one past the bounds of [`crate::limits`] is an error, like such a body.
+fn flatten_content(mut payload: Map<String, Value>) -> Result<Map<String, Value>> {
     let inner = match payload.get("content") {
         Some(Value::Object(inner)) => inner.clone(),
         Some(Value::String(text)) if text.trim_start().starts_with('{') => {
-            match serde_json::from_str::<Value>(text) {
+            match crate::limits::parse_json_text(text, false) {
                 Ok(Value::Object(inner)) => inner,
-                _ => return payload,
+                Err(error @ (MapError::TooDeep { .. } | MapError::TooLarge(_))) => {
+                    return Err(error)
+                }
+                _ => return Ok(payload),
             }
         }
-        _ => return payload,
+        _ => return Ok(payload),
     };
     payload.remove("content");
     let mut flat = inner;
@@ -94,7 +98,7 @@ fn flatten_content(mut payload: Map<String, Value>) -> Map<String, Value> {
             }
         }
     }
-    flat
+    Ok(flat)
 }
 
 fn dedupe_key(fields: &Fields, hash: &str, received_at: DateTime<Utc>) -> String {
@@ -308,16 +312,19 @@ mod tests {
             "content": {"callEvent": "link", "accountId": "1"},
             "uniqueId": "u1",
             "accountId": "2"
-        })));
+        })))
+        .unwrap();
         assert_eq!(
             Value::Object(flat),
             json!({"callEvent": "link", "accountId": "1", "uniqueId": "u1", "envelope.accountId": "2"})
         );
         let from_string = flatten_content(object(
             json!({"content": "{\"callEvent\":\"ring\"}", "uniqueId": "u"}),
-        ));
+        ))
+        .unwrap();
         assert_eq!(from_string.get("callEvent"), Some(&json!("ring")));
-        let not_json = flatten_content(object(json!({"content": "hello", "uniqueId": "u"})));
+        let not_json =
+            flatten_content(object(json!({"content": "hello", "uniqueId": "u"}))).unwrap();
         assert_eq!(not_json.get("content"), Some(&json!("hello")));
     }
 

@@ -119,9 +119,12 @@ fn event_data_object(raw: Value) -> Result<Option<Map<String, Value>>> {
 }
 
 fn parse_json_text(text: &str) -> Result<Value> {
-    serde_json::from_str::<Value>(text)
-        .or_else(|_| json5::from_str::<Value>(text))
-        .map_err(|_| MapError::UnparseableBody("`eventData` is not JSON".to_owned()))
+    crate::limits::parse_json_text(text, true).map_err(|error| match error {
+        MapError::UnparseableBody(_) => {
+            MapError::UnparseableBody("`eventData` is not JSON".to_owned())
+        }
+        bound => bound,
+    })
 }
 
 /// Returns true when the field is a non-blank scalar.
