@@ -1,12 +1,8 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
-mod ingest_cmd;
-mod listeners;
 mod logging;
-mod normalize_cmd;
-mod readiness;
-mod serve;
+mod stages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,17 +74,19 @@ struct NormalizeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    // Crash points for the fault tests; a no-op unless built with the `failpoints` feature.
+    let _failpoints = callhook_normalizer::failpoints::setup();
     let result = match cli.command {
-        Command::Serve(args) => run_serve(args, serve::serve),
-        Command::Ingest(args) => run_serve(args, ingest_cmd::ingest),
-        Command::Normalize(args) => run_serve(
+        Command::Serve(args) => run_stages(args, stages::Command::Serve),
+        Command::Ingest(args) => run_stages(args, stages::Command::Ingest),
+        Command::Normalize(args) => run_stages(
             ServeArgs {
                 config: args.config,
                 listen: None,
                 admin_listen: args.admin_listen,
                 data_dir: args.data_dir,
             },
-            normalize_cmd::normalize,
+            stages::Command::Normalize,
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
@@ -103,11 +101,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve<F, Fut>(args: ServeArgs, command: F) -> anyhow::Result<()>
-where
-    F: FnOnce(config::Settings) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
+fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => config::Config::load(path)?,
         None => config::Config::default(),
@@ -125,7 +119,7 @@ where
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(command(settings))
+    runtime.block_on(stages::run(settings, command))
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

@@ -1,10 +1,11 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! `/healthz` answers `200 ok` while the process serves HTTP. `/readyz` answers `200 ready`
-//! while the raw log takes writes ([`LogAppender::check_writable`]), followed by `: <detail>`
-//! when the log reports a degraded state ([`LogAppender::status_detail`], e.g. the Kafka log's
-//! spool in use), and `503` with the reason otherwise, so a load balancer stops sending pushes
-//! we would refuse. `/metrics` is the Prometheus text of the default registry.
+//! while the process's [`Readiness`] says so (for a receiver: the raw log takes writes; for a
+//! normalizer: its loop runs), followed by `: <detail>` for a degraded but ready state (e.g.
+//! the Kafka log's spool in use), and `503 not ready: <reason>` otherwise, so a load balancer
+//! stops sending pushes we would refuse and a supervisor sees a stalled normalizer.
+//! `/metrics` is the Prometheus text of the default registry.
 
 use std::sync::Arc;
 
@@ -17,15 +18,32 @@ use prometheus::{Encoder as _, TextEncoder};
 
 use crate::metrics::metrics;
 
+/// What `/readyz` reports.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok(None)` when ready, `Ok(Some(note))` when ready in a degraded state worth saying,
+    /// `Err(reason)` when not ready. It may look at a disk: `/readyz` calls it on the blocking
+    /// pool.
+    fn readiness(&self) -> Result<Option<String>, String>;
+}
+
+/// The readiness of a raw log: ready while it takes writes.
+pub struct LogReadiness(pub Arc<dyn LogAppender>);
+
+impl Readiness for LogReadiness {
+    fn readiness(&self) -> Result<Option<String>, String> {
+        self.0.check_writable().map(|()| self.0.status_detail())
+    }
+}
+
 /// State of the admin listener.
 pub struct AdminState {
-    appender: Arc<dyn LogAppender>,
+    readiness: Arc<dyn Readiness>,
 }
 
 impl AdminState {
-    /// Builds the admin state over the raw log whose writability `/readyz` reports.
-    pub fn new(appender: Arc<dyn LogAppender>) -> Self {
-        AdminState { appender }
+    /// Builds the admin state over what `/readyz` reports.
+    pub fn new(readiness: Arc<dyn Readiness>) -> Self {
+        AdminState { readiness }
     }
 
     /// Answers one admin request.
@@ -48,13 +66,10 @@ impl AdminState {
     }
 
     async fn readiness(&self) -> Response<Full<Bytes>> {
-        let appender = Arc::clone(&self.appender);
+        let readiness = Arc::clone(&self.readiness);
         // The trait does not promise a non-blocking check (a log may look at its disk), and
         // the runtime must not block, so it runs on the blocking pool.
-        let writable = tokio::task::spawn_blocking(move || {
-            appender.check_writable().map(|()| appender.status_detail())
-        })
-        .await;
+        let writable = tokio::task::spawn_blocking(move || readiness.readiness()).await;
         match writable {
             Ok(Ok(None)) => text(StatusCode::OK, "ready".into()),
             Ok(Ok(Some(detail))) => text(StatusCode::OK, format!("ready: {detail}")),
@@ -64,7 +79,7 @@ impl AdminState {
             ),
             Err(_) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: writability check failed".into(),
+                "not ready: readiness check failed".into(),
             ),
         }
     }

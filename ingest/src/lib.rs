@@ -46,7 +46,7 @@ mod record;
 mod request_id;
 mod server;
 
-pub use admin::AdminState;
+pub use admin::{AdminState, LogReadiness, Readiness};
 pub use auth::{
     AuthFailure, CooCenterWebkeyConfig, HmacConfig, Secret, SignatureEncoding, SourceAuth,
     SourceAuthConfig, StandardWebhooksConfig,

@@ -11,21 +11,27 @@ use prometheus::{
 };
 
 /// What happened to one consumed record before the sink saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RecordOutcome {
     /// Mapped to a push for the sink (the sink may still find it a duplicate).
     Mapped,
     /// Dropped: its dedupe key was in the LRU.
-    DuplicateInCache,
+    DuplicateInCache {
+        /// The source it arrived on.
+        source: String,
+    },
     /// Became a dead letter.
     DeadLetter,
 }
 
+/// The `outcome` label values of `callhook_normalizer_records_total`.
+const OUTCOMES: [&str; 3] = ["mapped", "duplicate", "dead_letter"];
+
 impl RecordOutcome {
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             RecordOutcome::Mapped => "mapped",
-            RecordOutcome::DuplicateInCache => "duplicate",
+            RecordOutcome::DuplicateInCache { .. } => "duplicate",
             RecordOutcome::DeadLetter => "dead_letter",
         }
     }
@@ -65,21 +71,27 @@ pub struct NormalizerMetrics {
 }
 
 impl NormalizerMetrics {
-    /// Registers the families (once per process) and pre-creates the per-source series so
-    /// dashboards show zeros rather than gaps.
+    /// Registers the families (once per process) and pre-creates every known series at 0,
+    /// so dashboards show zeros rather than gaps and `increase()` sees the first occurrence.
     pub fn new<'a>(sources: impl Iterator<Item = &'a str>) -> Self {
         let families = families();
         for source in sources {
-            for outcome in [
-                RecordOutcome::Mapped,
-                RecordOutcome::DuplicateInCache,
-                RecordOutcome::DeadLetter,
-            ] {
+            for outcome in OUTCOMES {
+                families.records.with_label_values(&[source, outcome]);
+            }
+            for event_type in callhook_schemas::EventType::ALL {
                 families
-                    .records
-                    .with_label_values(&[source, outcome.label()]);
+                    .events
+                    .with_label_values(&[source, event_type.as_str()]);
+            }
+            for reason in crate::pipeline::records::dead_letter_reasons() {
+                families.dead_letters.with_label_values(&[source, reason]);
             }
         }
+        for stage in ["cache", "store"] {
+            families.duplicates.with_label_values(&[stage]);
+        }
+        let _ = (&families.batch_seconds, &families.batch_records);
         NormalizerMetrics {
             lag_records: families.lag_records.clone(),
             commit_failures: families.commit_failures.clone(),
@@ -111,8 +123,9 @@ impl BatchProcessed<'_> {
         let mut item_index = 0;
         let mut cache_duplicates = 0;
         for outcome in self.outcomes {
-            if *outcome == RecordOutcome::DuplicateInCache {
+            if let RecordOutcome::DuplicateInCache { source } = outcome {
                 cache_duplicates += 1;
+                *records.entry((source, outcome.label())).or_default() += 1;
                 continue;
             }
             let Some(item) = self.items.get(item_index) else {

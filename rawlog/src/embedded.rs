@@ -62,7 +62,7 @@ use tokio::sync::{oneshot, watch};
 
 pub use config::{ConfigError, EmbeddedLogConfig, EmbeddedLogSettings, IntegrityCheck};
 pub use error::{EmbeddedLogError, Result};
-pub use reader::LogReader;
+pub use reader::{LogReader, ReadRecord, UndecodableRecord};
 pub use state::LogStats;
 
 use crate::{AppendError, BoxFuture, LogAppender, Position, RawRecord};

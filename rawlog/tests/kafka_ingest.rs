@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use callhook_ingest::{AdminState, IngestConfig, Receiver, SourceSettings};
+use callhook_ingest::{AdminState, IngestConfig, LogReadiness, Receiver, SourceSettings};
 use callhook_rawlog::LogAppender;
 use callhook_testkit::KafkaBroker;
 use kafka_support::*;
@@ -95,7 +95,7 @@ async fn test_http_pushes_acked_during_a_broker_outage_all_reach_the_topic() {
     ));
     let admin = tokio::spawn(callhook_ingest::run_admin(
         admin_listener,
-        Arc::new(AdminState::new(appender)),
+        Arc::new(AdminState::new(Arc::new(LogReadiness(appender)))),
         wait_stop(stop_rx),
     ));
 

@@ -19,6 +19,7 @@
 //! [`sqlite::SqliteSink::stored_offsets`]; see the [`sqlite`] module for how that is kept.
 
 pub mod batch;
+pub mod failpoints;
 pub mod kafka;
 pub mod metrics;
 pub mod sqlite;

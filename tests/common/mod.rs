@@ -22,6 +22,11 @@ pub struct Server {
 impl Server {
     /// Starts `callhook serve` on ephemeral ports with `data_dir` and optional config text.
     pub fn start(data_dir: &Path, config: Option<&str>) -> Server {
+        Self::start_with_env(data_dir, config, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables (e.g. `FAILPOINTS`).
+    pub fn start_with_env(data_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_callhook"));
         command
             .args([
@@ -34,6 +39,7 @@ impl Server {
             ])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(text) = config {
@@ -70,6 +76,11 @@ impl Server {
         signal(&self.child, libc::SIGKILL);
         let _ = self.child.wait();
         std::mem::forget(self);
+    }
+
+    /// Returns the exit status if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// Sends one request and returns (status, body).
@@ -189,6 +200,16 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
 }
 
 /// Returns a Prometheus sample value (summing every series of the name).
+/// Returns the value of one exact series (`name{label="value",...}` as exported).
+pub fn metric_series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -201,7 +201,13 @@ fn drain(
     let started = Instant::now();
     let cpu_started = own_cpu_time();
     let sink = SqliteSink::open(&SqliteSinkSettings::for_path(&db_path))?;
-    let mut normalizer = Normalizer::new(log.reader()?, sink, mix.sources.clone(), settings)?;
+    let mut normalizer = Normalizer::new(
+        log.reader()?,
+        sink,
+        mix.sources.clone(),
+        settings,
+        &dir.join("attempts"),
+    )?;
     let records = normalizer.drain()?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = (own_cpu_time() - cpu_started).as_secs_f64();

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use callhook_ingest::{AdminState, IngestConfig, Receiver, SourceAuthConfig, SourceSettings};
+use callhook_ingest::{
+    AdminState, IngestConfig, LogReadiness, Receiver, SourceAuthConfig, SourceSettings,
+};
 use callhook_rawlog::{AppendError, BoxFuture, LogAppender, Position, RawRecord};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -150,7 +152,7 @@ pub async fn start(config: IngestConfig, sources: BTreeMap<String, SourceSetting
     ));
     let admin = tokio::spawn(callhook_ingest::run_admin(
         admin_listener,
-        Arc::new(AdminState::new(appender)),
+        Arc::new(AdminState::new(Arc::new(LogReadiness(appender)))),
         async move {
             let _ = admin_rx.await;
         },

@@ -58,6 +58,21 @@ impl KafkaBatch {
     /// Decodes and maps one message into the batch. An undecodable record becomes a dead
     /// letter with reason `undecodable_record`.
     pub fn add(&mut self, mapper: &mut RecordMapper, message: &BorrowedMessage<'_>) {
+        self.add_with(message, |pending, stored| pending.add(mapper, stored));
+    }
+
+    /// Adds one message as a dead letter with `reason`, without mapping it.
+    pub fn add_dead_letter(&mut self, message: &BorrowedMessage<'_>, reason: &str, detail: String) {
+        self.add_with(message, |pending, stored| {
+            Some(pending.add_dead_letter(stored, reason, detail))
+        });
+    }
+
+    fn add_with(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        add: impl FnOnce(&mut PendingBatch, &StoredRecord) -> Option<usize>,
+    ) {
         let partition = message.partition();
         let offset = message.offset();
         self.first_offsets.entry(partition).or_insert(offset);
@@ -85,7 +100,7 @@ impl KafkaBatch {
                     key,
                     record,
                 };
-                let item = self.pending.add(mapper, &stored);
+                let item = add(&mut self.pending, &stored);
                 (stored, item)
             }
             Err(error) => {

@@ -2,23 +2,28 @@
 //! docs of [`super`] for the guarantee and `design.md` for the reasoning).
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use callhook_sinks::failpoints::crash_at;
 use callhook_sinks::{KafkaSink, SqliteSink, SqliteSinkSettings};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::Offset;
 
 use super::batch::KafkaBatch;
 use super::config::KafkaConsumerSettings;
 use super::error::KafkaPipelineError;
+use super::isolation::{Isolation, Treatment};
 use super::metrics::KafkaLoopMetrics;
 use super::produce::produce_batch;
 use super::rebalance::RebalanceContext;
-use crate::pipeline::records::{DedupePruner, RecordMapper};
+use crate::pipeline::records::{reason, DedupePruner, RecordMapper};
 use crate::pipeline::{NormalizerSettings, PipelineError};
 use crate::push::SourceContext;
+use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, SupervisedLoop};
 use crate::telemetry::NormalizerMetrics;
 
 /// How long a poll waits for more records once a batch has started.
@@ -30,26 +35,6 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first and the longest pause after a failed batch.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What `/readyz` of a normalizer reports: `None` while batches commit, else why not.
-#[derive(Debug, Default)]
-pub struct LoopHealth {
-    problem: Mutex<Option<String>>,
-}
-
-impl LoopHealth {
-    /// Returns `Ok(())` while the loop commits, else the reason it does not.
-    pub fn check(&self) -> Result<(), String> {
-        match &*self.problem.lock().unwrap_or_else(|e| e.into_inner()) {
-            None => Ok(()),
-            Some(problem) => Err(problem.clone()),
-        }
-    }
-
-    fn set(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-    }
-}
 
 /// The normalizer as a member of a Kafka consumer group. Every method blocks (rdkafka polls,
 /// SQLite commits, delivery reports), so it runs on its own thread ([`KafkaNormalizer::run`]).
@@ -67,18 +52,42 @@ pub struct KafkaNormalizer {
     progress: Progress,
     last_lag: Option<Instant>,
     backoff: Duration,
-    health: Arc<LoopHealth>,
+    /// Partitions left in flight by a dead process, or a batch a sink panicked on.
+    isolation: Isolation,
+    /// Why the last batch was abandoned (for `/readyz`).
+    last_problem: String,
+}
+
+/// The detail of a `crashed_normalizer` dead letter.
+pub(crate) const CRASHED_DETAIL: &str = "the process died twice while this record was in flight alone (an abort, a stack overflow or an OOM kill); it is not mapped again";
+/// The detail of a `mapper_panic` dead letter whose rows panicked in a sink.
+pub(crate) const PANICKED_DETAIL: &str =
+    "building or storing its rows panicked (see the ERROR log)";
+
+/// What the loop does with a batch once read.
+enum BatchKind {
+    /// Records of partitions in normal consumption.
+    Normal,
+    /// One record of a recovering partition, attempted alone.
+    Alone {
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
 }
 
 impl KafkaNormalizer {
     /// Builds the consumer (not yet subscribed) and opens the SQLite sink twice: one
     /// connection commits batches, the other is the rebalance callback's, to read offsets.
+    /// `attempts_dir` holds the attempt journal ([`crate::pipeline::attempts`]).
     pub fn new(
         consumer_settings: &KafkaConsumerSettings,
         sqlite: &SqliteSinkSettings,
         kafka_sink: Option<KafkaSink>,
         sources: HashMap<String, SourceContext>,
         settings: NormalizerSettings,
+        attempts_dir: &Path,
     ) -> Result<Self, PipelineError> {
         let sink = SqliteSink::open(sqlite)?;
         let offsets_reader = SqliteSink::open(sqlite)?;
@@ -96,6 +105,7 @@ impl KafkaNormalizer {
             .map_err(KafkaPipelineError::Consumer)?;
         let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
         let metrics = NormalizerMetrics::new(mapper.source_names());
+        let isolation = Isolation::open(attempts_dir, &sqlite_consumer, &consumer_settings.topic)?;
         Ok(KafkaNormalizer {
             consumer,
             sink,
@@ -110,18 +120,20 @@ impl KafkaNormalizer {
             progress: Progress::default(),
             last_lag: None,
             backoff: BACKOFF_MIN,
-            health: Arc::new(LoopHealth::default()),
+            isolation,
+            last_problem: String::new(),
         })
     }
 
-    /// Returns the loop's health, for `/readyz`.
-    pub fn health(&self) -> Arc<LoopHealth> {
-        Arc::clone(&self.health)
-    }
-
     /// Joins the group and runs until `shutdown` is set; the batch in progress is committed
-    /// or abandoned first (abandoned records are read again by whoever owns them next).
-    pub fn run(mut self, shutdown: Arc<AtomicBool>) -> Result<(), PipelineError> {
+    /// or abandoned first (abandoned records are read again by whoever owns them next). A
+    /// batch a sink refuses is read again after a backoff (`health` says `retrying`
+    /// meanwhile); any other error ends the loop.
+    pub fn run_until(
+        mut self,
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+    ) -> Result<(), PipelineError> {
         self.consumer.subscribe(&[&self.topic]).map_err(|source| {
             KafkaPipelineError::Subscribe {
                 topic: self.topic.clone(),
@@ -129,22 +141,35 @@ impl KafkaNormalizer {
             }
         })?;
         tracing::info!(topic = %self.topic, consumer = %self.sqlite_consumer, kafka_sink = self.kafka_sink.is_some(), "normalizer consuming the raw topic");
-        let result = self.consume_until(&shutdown);
-        if let Err(error) = &result {
-            self.health
-                .set(Some(format!("normalizer stopped: {error}")));
-        }
+        let result = self.consume_until(shutdown, health);
         // Leaving the group now hands the partitions to the other members at once rather
         // than after the session timeout; dropping the consumer closes it.
         self.consumer.unsubscribe();
         result
     }
 
-    fn consume_until(&mut self, shutdown: &AtomicBool) -> Result<(), PipelineError> {
+    fn consume_until(
+        &mut self,
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+    ) -> Result<(), PipelineError> {
         while !shutdown.load(Ordering::Acquire) {
-            let batch = self.read_batch()?;
-            if !batch.is_empty() {
-                self.commit(batch)?;
+            let (batch, kind) = self.read_batch()?;
+            let committed = if batch.is_empty() {
+                Ok(true)
+            } else {
+                self.commit(batch, kind)
+            };
+            match committed? {
+                true => {
+                    self.backoff = BACKOFF_MIN;
+                    health.running();
+                }
+                false => {
+                    health.retrying(self.last_problem.clone());
+                    sleep_unless_stopped(self.backoff, shutdown);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
             }
             self.maybe_refresh_lag();
             self.pruner.maybe_prune(&mut self.sink);
@@ -153,11 +178,13 @@ impl KafkaNormalizer {
     }
 
     /// Polls until the batch is full or no record arrives within the linger; a rebalance
-    /// during the polls abandons what was read before it.
-    fn read_batch(&mut self) -> Result<KafkaBatch, PipelineError> {
-        let mut batch = KafkaBatch::new(&self.topic, &self.sqlite_consumer);
+    /// during the polls abandons what was read before it. A record of a recovering partition
+    /// is a batch of its own.
+    fn read_batch(&mut self) -> Result<(KafkaBatch, BatchKind), PipelineError> {
+        let mut messages = Vec::new();
+        let mut alone = None;
         loop {
-            let timeout = if batch.is_empty() {
+            let timeout = if messages.is_empty() {
                 self.settings.idle_wait
             } else {
                 BATCH_LINGER
@@ -167,36 +194,155 @@ impl KafkaNormalizer {
             let changed = self.progress.sync(self.consumer.context(), &self.topic)?;
             if changed {
                 self.last_lag = None;
-                if !batch.is_empty() {
+                self.isolation
+                    .plan(&self.progress.positions, &self.consumer)?;
+                if !messages.is_empty() {
                     tracing::debug!(
-                        records = batch.len(),
+                        records = messages.len(),
                         "rebalance: uncommitted records abandoned"
                     );
                     self.loop_metrics.abandoned_rebalance.inc();
-                    batch = KafkaBatch::new(&self.topic, &self.sqlite_consumer);
+                    messages.clear();
                 }
             }
-            match polled {
+            let message = match polled {
                 None => break,
                 Some(Err(error)) => {
                     tracing::warn!(error = %error, "raw-topic consumer error");
                     break;
                 }
-                Some(Ok(message)) => {
+                Some(Ok(message)) => message,
+            };
+            let (partition, offset) = (message.partition(), message.offset());
+            let treatment = self.isolation.treatment(partition, offset);
+            if treatment == Treatment::Batch {
+                self.isolation
+                    .passed(partition, offset, &self.progress.positions, &self.consumer);
+                messages.push(message);
+                if messages.len() >= self.settings.max_batch_records {
+                    break;
+                }
+                continue;
+            }
+            if messages.is_empty() {
+                alone = Some((message, treatment));
+            } else {
+                // Commit what was read first; this record comes again, alone.
+                self.seek(partition, offset);
+            }
+            break;
+        }
+        let mut batch = KafkaBatch::new(&self.topic, &self.sqlite_consumer);
+        if let Some((message, treatment)) = alone {
+            let (partition, offset) = (message.partition(), message.offset());
+            match treatment {
+                Treatment::Alone { attempts } => {
+                    self.isolation
+                        .attempting(partition, offset, offset + 1, attempts)?;
                     batch.add(&mut self.mapper, &message);
-                    if batch.len() >= self.settings.max_batch_records {
-                        break;
-                    }
+                }
+                Treatment::Crashed => {
+                    tracing::error!(
+                        partition,
+                        offset,
+                        "a record killed the normalizer twice; dead-lettered as crashed_normalizer"
+                    );
+                    let detail = CRASHED_DETAIL.to_owned();
+                    batch.add_dead_letter(&message, reason::CRASHED_NORMALIZER, detail);
+                }
+                Treatment::Panicked | Treatment::Batch => {
+                    let detail = PANICKED_DETAIL.to_owned();
+                    batch.add_dead_letter(&message, reason::MAPPER_PANIC, detail);
                 }
             }
+            batch.seal();
+            return Ok((batch, BatchKind::Alone { partition, offset }));
         }
+        if messages.is_empty() {
+            return Ok((batch, BatchKind::Normal));
+        }
+        // What is about to be mapped is in the attempt journal before the first record is.
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for message in &messages {
+            let range = ranges
+                .entry(message.partition())
+                .or_insert((message.offset(), message.offset()));
+            range.1 = message.offset() + 1;
+        }
+        for (partition, (from, through)) in ranges {
+            self.isolation.attempting(partition, from, through, 1)?;
+        }
+        crash_at("normalizer::after_read");
+        for message in &messages {
+            batch.add(&mut self.mapper, message);
+        }
+        crash_at("normalizer::after_map");
         batch.seal();
-        Ok(batch)
+        Ok((batch, BatchKind::Normal))
     }
 
-    /// Commits a batch to every sink, Kafka first, then SQLite; on a retryable failure the
-    /// batch is abandoned and read again after a backoff.
-    fn commit(&mut self, mut batch: KafkaBatch) -> Result<(), PipelineError> {
+    fn seek(&self, partition: i32, offset: i64) {
+        if let Err(error) =
+            self.consumer
+                .seek(&self.topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)
+        {
+            // Revoked meanwhile: the next owner starts at the SQLite offset anyway.
+            tracing::warn!(error = %error, partition, "seeking back failed");
+        }
+    }
+
+    /// Commits a batch to every sink, Kafka first, then SQLite; returns false when it was
+    /// abandoned, to be read again after a backoff: a sink refused it, or a sink panicked on
+    /// it, after which its records are attempted one by one (and a record alone whose rows
+    /// panic is a dead letter).
+    fn commit(&mut self, batch: KafkaBatch, kind: BatchKind) -> Result<bool, PipelineError> {
+        let ranges: Vec<(i32, i64, i64)> = batch
+            .first_offsets
+            .iter()
+            .filter_map(|(partition, first)| {
+                Some((*partition, *first, *batch.next_offsets.get(partition)?))
+            })
+            .collect();
+        match catch_unwind(AssertUnwindSafe(|| self.commit_to_sinks(batch))) {
+            Ok(Ok(true)) => {
+                if let BatchKind::Alone { partition, offset } = kind {
+                    self.isolation.committed_alone(
+                        partition,
+                        offset,
+                        &self.progress.positions,
+                        &self.consumer,
+                    );
+                }
+                Ok(true)
+            }
+            Ok(Ok(false)) => Ok(false),
+            Ok(Err(error)) => Err(error),
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(panic = %message, "a sink panicked on a batch (abandoned); its records are attempted one by one");
+                self.last_problem = format!("a sink panicked: {message}");
+                match kind {
+                    BatchKind::Alone { partition, offset } => {
+                        self.isolation.record_panicked(partition, offset);
+                    }
+                    BatchKind::Normal => {
+                        self.isolation.batch_panicked(
+                            &ranges,
+                            &self.progress.positions,
+                            &self.consumer,
+                        );
+                    }
+                }
+                for (partition, from, _) in &ranges {
+                    self.seek(*partition, *from);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Commits a batch to every sink; false when a sink refused it (it is read again).
+    fn commit_to_sinks(&mut self, mut batch: KafkaBatch) -> Result<bool, PipelineError> {
         if let Some(kafka_sink) = &mut self.kafka_sink {
             let group = self.consumer.group_metadata();
             let transactional = kafka_sink.is_transactional();
@@ -211,7 +357,8 @@ impl KafkaNormalizer {
                 Ok(_) => self.progress.kafka_confirmed(&batch.next_offsets),
                 Err(error) if error.is_retryable() => {
                     self.loop_metrics.abandoned_kafka_sink.inc();
-                    return self.retry_later(&batch, format!("kafka sink: {error}"));
+                    self.retry_later(&batch, format!("kafka sink: {error}"));
+                    return Ok(false);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -221,12 +368,14 @@ impl KafkaNormalizer {
             Err(error) if error.is_retryable() => {
                 self.metrics.commit_failures.inc();
                 self.loop_metrics.abandoned_sqlite_sink.inc();
-                return self.retry_later(&batch, format!("sqlite sink: {error}"));
+                self.retry_later(&batch, format!("sqlite sink: {error}"));
+                return Ok(false);
             }
             Err(error) => return Err(error.into()),
         };
+        crash_at("normalizer::after_commit");
         self.after_commit(&mut batch, &outcome);
-        Ok(())
+        Ok(true)
     }
 
     fn after_commit(&mut self, batch: &mut KafkaBatch, outcome: &callhook_sinks::CommitOutcome) {
@@ -252,29 +401,16 @@ impl KafkaNormalizer {
         batch
             .pending
             .committed(&mut self.mapper, outcome, &self.metrics);
-        self.backoff = BACKOFF_MIN;
-        self.health.set(None);
     }
 
-    /// Seeks the batch's partitions back to its first records and pauses before the next
-    /// poll; the records are read again (or by the partition's next owner).
-    fn retry_later(&mut self, batch: &KafkaBatch, problem: String) -> Result<(), PipelineError> {
+    /// Seeks the batch's partitions back to its first records; the records are read again
+    /// (or by the partition's next owner) after the loop's backoff.
+    fn retry_later(&mut self, batch: &KafkaBatch, problem: String) {
         tracing::error!(problem = %problem, records = batch.len(), backoff_ms = self.backoff.as_millis() as u64, "batch not committed; it will be read again");
-        self.health.set(Some(problem));
+        self.last_problem = problem;
         for (partition, first) in &batch.first_offsets {
-            if let Err(error) = self.consumer.seek(
-                &self.topic,
-                *partition,
-                Offset::Offset(*first),
-                SEEK_TIMEOUT,
-            ) {
-                // Revoked meanwhile: the next owner starts at the SQLite offset anyway.
-                tracing::warn!(error = %error, partition, "seeking back failed");
-            }
+            self.seek(*partition, *first);
         }
-        std::thread::sleep(self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        Ok(())
     }
 
     /// Sets the lag gauge: over the assigned partitions, the partition's end (from the
@@ -305,6 +441,16 @@ struct Progress {
     in_topics_below: BTreeMap<i32, i64>,
     /// Per assigned partition: the next offset to commit (`None`: the partition's start).
     positions: BTreeMap<i32, Option<i64>>,
+}
+
+impl SupervisedLoop for KafkaNormalizer {
+    fn run(
+        self: Box<Self>,
+        stop: &AtomicBool,
+        health: &NormalizerHealth,
+    ) -> Result<(), PipelineError> {
+        (*self).run_until(stop, health)
+    }
 }
 
 impl Progress {

@@ -38,10 +38,11 @@ pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod isolation;
 pub mod metrics;
 pub mod produce;
 pub mod rebalance;
 
 pub use config::{KafkaConsumerConfig, KafkaConsumerSettings};
-pub use consumer::{KafkaNormalizer, LoopHealth};
+pub use consumer::KafkaNormalizer;
 pub use error::KafkaPipelineError;

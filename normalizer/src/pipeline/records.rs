@@ -6,18 +6,47 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use callhook_rawlog::StoredRecord;
+use callhook_rawlog::embedded::UndecodableRecord;
+use callhook_rawlog::{RawRecord, StoredRecord};
 use callhook_sinks::{CommitOutcome, SinkBatch, SinkItem, SqliteSink};
 use chrono::Utc;
 
 use crate::dedupe::DedupeCache;
+use crate::error::MapError;
 use crate::push::{RawPush, SourceContext};
+use crate::supervisor::panic_message;
 use crate::telemetry::{BatchProcessed, NormalizerMetrics, RecordOutcome};
 
 /// Longest dead-letter detail stored; mapper errors name fields, never payloads.
 const MAX_DETAIL_CHARS: usize = 512;
+
+/// Dead-letter reasons of the loop itself, beside the mapper's ([`MapError::REASONS`]).
+pub mod reason {
+    /// The record's source is not (or no longer) configured.
+    pub const UNKNOWN_SOURCE: &str = "unknown_source";
+    /// The raw record's metadata does not decode (a damaged row, a foreign Kafka record).
+    pub const UNDECODABLE_RECORD: &str = "undecodable_record";
+    /// Mapping the record, or building its rows, panicked; the detail has the message.
+    pub const MAPPER_PANIC: &str = "mapper_panic";
+    /// The process died twice while the record was in flight alone
+    /// ([`super::attempts`]); it was not mapped again.
+    pub const CRASHED_NORMALIZER: &str = "crashed_normalizer";
+    /// Every reason of the loop.
+    pub const ALL: [&str; 4] = [
+        UNKNOWN_SOURCE,
+        UNDECODABLE_RECORD,
+        MAPPER_PANIC,
+        CRASHED_NORMALIZER,
+    ];
+}
+
+/// Every dead-letter reason a record can get: the mapper's and the loop's.
+pub fn dead_letter_reasons() -> impl Iterator<Item = &'static str> {
+    MapError::REASONS.into_iter().chain(reason::ALL)
+}
 
 /// Maps raw records of the configured sources, with the dedupe LRU in front of the sink.
 pub struct RecordMapper {
@@ -51,7 +80,7 @@ impl RecordMapper {
         let Some(ctx) = self.sources.get(&record.source) else {
             items.push(dead_letter(
                 stored,
-                "unknown_source",
+                reason::UNKNOWN_SOURCE,
                 format!("source `{}` is not configured", record.source),
             ));
             return RecordOutcome::DeadLetter;
@@ -64,9 +93,27 @@ impl RecordMapper {
             body: &record.body,
             received_at: record.received_at,
         };
-        match crate::map_push(&push, ctx) {
+        crate::failpoints::crash_if_record_matches(record);
+        // Mapping is pure and written not to panic; if it does anyway, that record is a dead
+        // letter and the loop goes on.
+        let mapped = match catch_unwind(AssertUnwindSafe(|| crate::map_push(&push, ctx))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(raw_ref = %stored.position, source = %record.source, panic = %message, "mapping a push panicked; dead-lettered");
+                items.push(dead_letter(
+                    stored,
+                    reason::MAPPER_PANIC,
+                    format!("mapping panicked: {message}"),
+                ));
+                return RecordOutcome::DeadLetter;
+            }
+        };
+        match mapped {
             Ok(mapped) if self.cache.contains(&record.source, &mapped.dedupe_key) => {
-                RecordOutcome::DuplicateInCache
+                RecordOutcome::DuplicateInCache {
+                    source: record.source.clone(),
+                }
             }
             Ok(mapped) => {
                 items.push(SinkItem::Push {
@@ -133,6 +180,30 @@ impl PendingBatch {
         self.outcomes
             .push(mapper.process(stored, &mut self.batch.items));
         (self.batch.items.len() > before).then_some(before)
+    }
+
+    /// Adds the dead letter of a raw-log row whose metadata does not decode.
+    pub fn add_undecodable(&mut self, record: &UndecodableRecord) -> usize {
+        let stored = StoredRecord {
+            position: record.position,
+            key: record.key.clone(),
+            record: RawRecord {
+                source: record.source.clone(),
+                received_at: record.received_at,
+                method: String::new(),
+                content_type: None,
+                query: None,
+                remote_addr: None,
+                request_id: String::new(),
+                headers: Vec::new(),
+                body: record.body.clone(),
+            },
+        };
+        self.add_dead_letter(
+            &stored,
+            reason::UNDECODABLE_RECORD,
+            format!("the raw record does not decode: {}", record.detail),
+        )
     }
 
     /// Adds a dead letter for a record that never reached the mapper (e.g. undecodable);

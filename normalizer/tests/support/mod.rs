@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use callhook_normalizer::kafka::{KafkaConsumerConfig, LoopHealth};
+use callhook_normalizer::kafka::KafkaConsumerConfig;
+use callhook_normalizer::supervisor::NormalizerHealth;
 use callhook_normalizer::{
     map_push, Dialect, KafkaNormalizer, NormalizerConfig, PipelineError, RawPush, SourceContext,
 };
@@ -154,7 +155,7 @@ pub fn start_with(
     broker: &KafkaBroker,
     sqlite: &SqliteSinkSettings,
     transactional_id: Option<&str>,
-) -> (Running, Arc<LoopHealth>) {
+) -> (Running, Arc<NormalizerHealth>) {
     let settings = NormalizerConfig {
         idle_wait_ms: 100,
         ..NormalizerConfig::default()
@@ -174,18 +175,21 @@ pub fn start_with(
     }
     .validate(cluster(broker))
     .unwrap();
+    let attempts = sqlite.path.with_extension("attempts");
     let normalizer = KafkaNormalizer::new(
         &consumer,
         sqlite,
         Some(KafkaSink::new(sink).unwrap()),
         sources(),
         settings,
+        &attempts,
     )
     .unwrap();
-    let health = normalizer.health();
+    let health = Arc::new(NormalizerHealth::new());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
-    let thread = std::thread::spawn(move || normalizer.run(flag));
+    let loop_health = Arc::clone(&health);
+    let thread = std::thread::spawn(move || normalizer.run_until(&flag, &loop_health));
     (Running { stop, thread }, health)
 }
 

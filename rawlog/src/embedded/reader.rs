@@ -58,6 +58,34 @@ impl StoredRow {
         })
     }
 
+    /// Decodes the row, or keeps what can be kept of it when its metadata is broken.
+    fn decode_or_keep(self, partition: u32) -> ReadRecord {
+        let kept = UndecodableRecord {
+            position: Position {
+                partition,
+                offset: self.offset,
+            },
+            key: self.key.clone(),
+            source: self.source.clone(),
+            received_at: DateTime::from_timestamp_millis(self.received_at_ms)
+                .unwrap_or(DateTime::UNIX_EPOCH),
+            body: Bytes::new(),
+            detail: String::new(),
+        };
+        let body = Bytes::from(self.body.clone());
+        match self.decode(partition) {
+            Ok(stored) => ReadRecord::Decoded(stored),
+            Err(error) => ReadRecord::Undecodable(UndecodableRecord {
+                body,
+                detail: match error {
+                    EmbeddedLogError::BadRecord { detail, .. } => detail,
+                    other => other.to_string(),
+                },
+                ..kept
+            }),
+        }
+    }
+
     fn decode(self, partition: u32) -> Result<StoredRecord> {
         let position = Position {
             partition,
@@ -88,6 +116,51 @@ impl StoredRow {
                 body: Bytes::from(self.body),
             },
         })
+    }
+}
+
+/// One record as read by [`LogReader::read_each`].
+#[derive(Debug, Clone)]
+pub enum ReadRecord {
+    /// A record that decodes.
+    Decoded(StoredRecord),
+    /// A damaged one.
+    Undecodable(UndecodableRecord),
+}
+
+impl ReadRecord {
+    /// Returns where the record sits.
+    pub fn position(&self) -> Position {
+        match self {
+            ReadRecord::Decoded(stored) => stored.position,
+            ReadRecord::Undecodable(kept) => kept.position,
+        }
+    }
+}
+
+/// A stored record whose metadata does not decode (a damaged row): what is left of it.
+#[derive(Debug, Clone)]
+pub struct UndecodableRecord {
+    /// Where it sits.
+    pub position: Position,
+    /// Its partition key.
+    pub key: String,
+    /// The source it was received on.
+    pub source: String,
+    /// When it was received (the epoch when that too is damaged).
+    pub received_at: DateTime<Utc>,
+    /// The body bytes as stored.
+    pub body: Bytes,
+    /// What does not decode.
+    pub detail: String,
+}
+
+impl From<UndecodableRecord> for EmbeddedLogError {
+    fn from(record: UndecodableRecord) -> Self {
+        EmbeddedLogError::BadRecord {
+            position: record.position,
+            detail: record.detail,
+        }
     }
 }
 
@@ -126,6 +199,24 @@ impl LogReader {
         from_offset: u64,
         max_records: usize,
     ) -> Result<Vec<StoredRecord>> {
+        self.read_each(partition, from_offset, max_records)?
+            .into_iter()
+            .map(|record| match record {
+                ReadRecord::Decoded(stored) => Ok(stored),
+                ReadRecord::Undecodable(kept) => Err(EmbeddedLogError::from(kept)),
+            })
+            .collect()
+    }
+
+    /// Like [`LogReader::read`], but a record whose stored metadata does not decode is returned
+    /// as an [`UndecodableRecord`] in its place instead of failing the whole read, so that a
+    /// consumer can dead-letter it and go on. Blocks on SQLite.
+    pub fn read_each(
+        &self,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<ReadRecord>> {
         self.check_partition(partition)?;
         let mut statement = self.conn.prepare_cached(
             "SELECT log_offset, record_key, source, received_at_ms, method, content_type, query, remote_addr, \
@@ -142,7 +233,7 @@ impl LogReader {
         )?;
         let mut records = Vec::new();
         for row in rows {
-            records.push(row?.decode(partition)?);
+            records.push(row?.decode_or_keep(partition));
         }
         Ok(records)
     }

@@ -100,6 +100,7 @@ impl SqliteSink {
         for item in &batch.items {
             write_item(&transaction, &mut tally, item)?;
         }
+        crate::failpoints::crash_at("sink::mid_transaction");
         for (source, call_id) in &tally.touched_calls {
             writes::recompute_call(&transaction, source, call_id)?;
         }
