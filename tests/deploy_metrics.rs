@@ -401,3 +401,119 @@ fn test_ingest_and_normalize_configs_agree() {
         "brokers `{brokers}` names no compose service"
     );
 }
+
+/// Every family the alerts compute `increase()` over is exported from the start, with every
+/// known label set at 0: otherwise the first occurrence after a start is invisible to them.
+#[test]
+fn test_alerted_families_exist_at_zero_before_any_push() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!("{}\n{LOCKED_SOURCE}", common::fixture_config());
+    let server = common::Server::start(&dir.path().join("data"), Some(&config));
+    let (status, text) = server.admin_get("/metrics");
+    assert_eq!(status, 200);
+    let zero = |series: &str| {
+        assert_eq!(
+            common::metric_series(&text, series),
+            Some(0.0),
+            "`{series}` is not exported at 0 before any push"
+        );
+    };
+    for source in ["7moor", "coocenter", "uincall", "locked"] {
+        for reason in [
+            "too_deep",
+            "unparseable_body",
+            "mapper_panic",
+            "crashed_normalizer",
+        ] {
+            zero(&format!(
+                "callhook_normalizer_dead_letters_total{{reason=\"{reason}\",source=\"{source}\"}}"
+            ));
+        }
+        zero(&format!(
+            "callhook_normalizer_records_total{{outcome=\"duplicate\",source=\"{source}\"}}"
+        ));
+        zero(&format!(
+            "callhook_ingest_rejected_total{{reason=\"body_too_large\",source=\"{source}\"}}"
+        ));
+        zero(&format!(
+            "callhook_ingest_auth_failures_total{{reason=\"bad_token\",source=\"{source}\"}}"
+        ));
+    }
+    zero("callhook_ingest_rejected_total{reason=\"unknown_source\",source=\"_unknown\"}");
+    zero("callhook_sink_dead_letters_total{reason=\"too_deep\",sink=\"sqlite\"}");
+    zero("callhook_sink_duplicates_total{sink=\"sqlite\"}");
+    zero("callhook_normalizer_duplicates_total{stage=\"cache\"}");
+    zero("callhook_normalizer_duplicates_total{stage=\"store\"}");
+    zero("callhook_normalizer_restarts_total");
+    let up = ["starting", "running"].map(|state| {
+        common::metric_series(
+            &text,
+            &format!("callhook_normalizer_state{{state=\"{state}\"}}"),
+        )
+    });
+    assert!(
+        up.contains(&Some(1.0)),
+        "the normalizer is neither starting nor running: {up:?}"
+    );
+    server.terminate();
+}
+
+/// Prometheus's own tool accepts the exposition and the alert rules, and the rules behave as
+/// `deploy/prometheus/alerts.test.yml` says on sample series (e.g. a dead-letter series that
+/// starts at 0 fires the alert; one that appears with its first dead letter would not).
+#[test]
+fn test_promtool_accepts_the_metrics_and_the_rules() {
+    let Some(promtool) = tool_on_path("promtool") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI (.ci/run installs Debian's prometheus package)"
+        );
+        eprintln!("skipped: promtool is not installed (scripts/test installs Debian's `prometheus` package)");
+        return;
+    };
+    let rules = repo_path("deploy/prometheus");
+    let output = Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&rules)
+        .output()
+        .expect("run promtool");
+    assert!(
+        output.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::Server::start(&dir.path().join("data"), None);
+    let (_, text) = server.admin_get("/metrics");
+    server.terminate();
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let output = check.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn tool_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}

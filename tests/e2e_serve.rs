@@ -140,6 +140,19 @@ fn test_every_seed_push_lands_once() {
         duplicates >= (pushes.len() - error_cases.len()) as f64,
         "duplicates counted: {duplicates}"
     );
+    // Each dropped retry is also a record whose outcome is `duplicate`, by source.
+    let duplicate_records: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("callhook_normalizer_records_total{")
+                && line.contains("outcome=\"duplicate\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        duplicate_records, duplicates,
+        "records_total{{outcome=duplicate}}"
+    );
     assert_eq!(server.terminate().code(), Some(0));
 }
 

@@ -74,6 +74,21 @@ impl IngestError {
         }
     }
 
+    /// The reason labels of a refusal on a configured source, other than auth failures (as
+    /// [`IngestError::reason`] returns them).
+    pub const SOURCE_REASONS: [&'static str; 6] = [
+        "method_not_allowed",
+        "body_too_large",
+        "body_timeout",
+        "body_incomplete",
+        "overloaded",
+        "unavailable",
+    ];
+
+    /// The reason labels of a refusal before a source is known (`_unknown` source).
+    pub const UNKNOWN_SOURCE_REASONS: [&'static str; 3] =
+        ["not_found", "unknown_source", "method_not_allowed"];
+
     /// Returns the bounded reason label used in metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -85,7 +85,21 @@ impl Metrics {
     }
 
     /// Resolves the success-path handles of one source.
+    /// Resolves the handles of a configured source, and creates every series of the source
+    /// at 0 (each refusal reason, each auth failure reason), so that alerts built on
+    /// `increase()` see the first occurrence after a start.
     pub(crate) fn for_source(&self, source: &str) -> SourceMetrics {
+        for reason in crate::handler::IngestError::SOURCE_REASONS {
+            self.rejected_total.with_label_values(&[source, reason]);
+        }
+        for reason in crate::auth::AuthFailure::REASONS {
+            self.auth_failures_total
+                .with_label_values(&[source, reason]);
+        }
+        for reason in crate::handler::IngestError::UNKNOWN_SOURCE_REASONS {
+            self.rejected_total
+                .with_label_values(&[UNKNOWN_SOURCE, reason]);
+        }
         SourceMetrics {
             acked: self.requests_total.with_label_values(&[source, "200"]),
             request_bytes: self.request_bytes.with_label_values(&[source]),

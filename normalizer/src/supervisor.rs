@@ -197,10 +197,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervisor thread `name`; `on_thread_start` runs first on that thread (e.g.
-    /// to lower its CPU priority), then the loop is built and run, and rebuilt after it stops.
+    /// Starts the supervisor thread `name` with `first`, a loop the caller built (so that a
+    /// start that cannot work fails the command at once, and the loop's metrics exist before
+    /// the first scrape); `on_thread_start` runs first on that thread (e.g. to lower its CPU
+    /// priority). After `first` stops, `factory` builds every further loop.
     pub fn spawn(
         name: &str,
+        first: Box<dyn SupervisedLoop>,
         mut factory: LoopFactory,
         on_thread_start: fn(),
     ) -> std::io::Result<Supervisor> {
@@ -213,7 +216,7 @@ impl Supervisor {
                 .name(name.to_owned())
                 .spawn(move || {
                     on_thread_start();
-                    supervise(&mut factory, &stop, &health);
+                    supervise(Some(first), &mut factory, &stop, &health);
                 })?
         };
         Ok(Supervisor {
@@ -245,13 +248,21 @@ impl Drop for Supervisor {
     }
 }
 
-fn supervise(factory: &mut LoopFactory, stop: &AtomicBool, health: &NormalizerHealth) {
+fn supervise(
+    mut first: Option<Box<dyn SupervisedLoop>>,
+    factory: &mut LoopFactory,
+    stop: &AtomicBool,
+    health: &NormalizerHealth,
+) {
     let mut backoff = BACKOFF_MIN;
     while !stop.load(Ordering::Acquire) {
         let started = Instant::now();
         health.set(LoopState::Starting, None);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let normalizer = factory()?;
+            let normalizer = match first.take() {
+                Some(normalizer) => normalizer,
+                None => factory()?,
+            };
             normalizer.run(stop, health)
         }));
         let reason = match outcome {
@@ -326,6 +337,7 @@ mod tests {
         let factory_runs = Arc::clone(&runs);
         let supervisor = Supervisor::spawn(
             "test-normalizer",
+            Box::new(Failing(Arc::clone(&runs))),
             Box::new(move || Ok(Box::new(Failing(Arc::clone(&factory_runs))) as Box<_>)),
             || {},
         )

@@ -30,6 +30,24 @@ fn test_raw_topic_to_sqlite_and_topics_exactly_once_in_a_transaction() {
     );
     running.stop();
     check_topics(&broker, &records);
+    // The vendor's re-send was not produced, and the Kafka sink counted it.
+    assert!(sink_counter("callhook_sink_duplicates_total", "kafka") >= 1.0);
+}
+
+/// Sums a `callhook_sink_*` counter of one sink in this process's registry.
+fn sink_counter(name: &str, sink: &str) -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|label| label.name() == "sink" && label.value() == sink)
+        })
+        .map(|metric| metric.get_counter().get_value())
+        .sum()
 }
 
 #[test]

@@ -142,6 +142,15 @@ impl SinkMetrics {
         }
     }
 
+    /// Creates the dead-letter series of each of `reasons` at 0, so that alerts built on
+    /// `increase()` see the first dead letter after a start.
+    pub fn create_dead_letter_series<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        for reason in reasons {
+            self.dead_letters
+                .with_label_values(&[self.sink, bounded_reason(reason)]);
+        }
+    }
+
     /// Returns the `sink` label value.
     pub fn sink(&self) -> &'static str {
         self.sink

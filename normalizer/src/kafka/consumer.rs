@@ -105,6 +105,13 @@ impl KafkaNormalizer {
             .map_err(KafkaPipelineError::Consumer)?;
         let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
         let metrics = NormalizerMetrics::new(mapper.source_names());
+        sink.metrics()
+            .create_dead_letter_series(crate::pipeline::records::dead_letter_reasons());
+        if let Some(kafka_sink) = &kafka_sink {
+            kafka_sink
+                .metrics()
+                .create_dead_letter_series(crate::pipeline::records::dead_letter_reasons());
+        }
         let isolation = Isolation::open(attempts_dir, &sqlite_consumer, &consumer_settings.topic)?;
         Ok(KafkaNormalizer {
             consumer,

@@ -96,6 +96,7 @@ fn send_and_commit(
                 if !seen.insert((source, dedupe_key))
                     || sqlite.contains_dedupe_key(source, dedupe_key)?
                 {
+                    sink.skip_duplicate();
                     continue;
                 }
                 for event in events {

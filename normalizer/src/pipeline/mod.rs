@@ -149,6 +149,8 @@ impl Normalizer {
         }
         let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
         let metrics = NormalizerMetrics::new(mapper.source_names());
+        sink.metrics()
+            .create_dead_letter_series(records::dead_letter_reasons());
         let pruner = DedupePruner::new(settings.prune_interval);
         Ok(Normalizer {
             reader,

@@ -19,7 +19,7 @@ use super::encode::{encode_dead_letter, encode_event, EncodedRecord, KafkaDeadLe
 use super::error::{KafkaSinkError, Result};
 use super::metrics::KafkaSinkMetrics;
 use crate::batch::CommitOutcome;
-use crate::metrics::BatchCommitted;
+use crate::metrics::{BatchCommitted, SinkMetrics};
 
 /// The `sink` label of this sink's metrics.
 pub const METRIC_LABEL: &str = "kafka";
@@ -84,6 +84,7 @@ struct BatchState {
     sent: u64,
     events: u64,
     dead_letters: u64,
+    duplicates: u64,
     events_by_type: [u64; EventType::ALL.len()],
     dead_letters_by_reason: BTreeMap<String, u64>,
 }
@@ -169,6 +170,17 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Counts a push of the batch that is not produced because the topics already hold it
+    /// (a vendor's re-send, by its dedupe key).
+    pub fn skip_duplicate(&mut self) {
+        self.batch.duplicates += 1;
+    }
+
+    /// Returns the handles of this sink's `callhook_sink_*` series.
+    pub fn metrics(&self) -> &SinkMetrics {
+        self.metrics.sink()
+    }
+
     /// Enqueues one dead letter for the dead-letter topic.
     pub fn send_dead_letter(&mut self, letter: &KafkaDeadLetter<'_>) -> Result<()> {
         let record = encode_dead_letter(letter);
@@ -201,6 +213,7 @@ impl KafkaSink {
         let outcome = CommitOutcome {
             events_inserted: batch.events,
             dead_letters_written: batch.dead_letters,
+            duplicates_skipped: batch.duplicates,
             ..CommitOutcome::default()
         };
         BatchCommitted {

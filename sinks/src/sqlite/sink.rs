@@ -71,6 +71,11 @@ impl SqliteSink {
         })
     }
 
+    /// Returns the handles of this sink's `callhook_sink_*` series.
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.metrics
+    }
+
     /// Returns the database file's path.
     pub fn path(&self) -> &Path {
         &self.path
