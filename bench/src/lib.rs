@@ -20,3 +20,4 @@ pub mod process;
 pub mod procfs;
 pub mod report;
 pub mod stats;
+pub mod workload;

@@ -12,7 +12,8 @@
 //!   vendor values two levels down, under `vendor_fields`) stays far below serde_json's
 //!   recursion limit of 128 and the sinks can always read back what they stored.
 //! - **Size**: a body over [`MAX_BODY_BYTES`] is not mapped ([`MapError::TooLarge`]); a payload
-//!   with more than [`MAX_FIELDS`] values in all is not either. Time and phone texts longer than
+//!   with more than [`MAX_FIELDS`] values in all is not either; an event whose `data` JSON is
+//!   over [`MAX_EVENT_DATA_BYTES`] is not stored (the pipeline dead-letters its push). Time and phone texts longer than
 //!   [`MAX_SCALAR_CHARS`] are not times or numbers (they stay in `vendor_fields`).
 //!
 //! The raw push is never touched: a dead letter points at it, and `callhook dead-letters`
@@ -28,6 +29,9 @@ pub const MAX_NESTING: usize = 32;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most values (objects, arrays and scalars, counted recursively) one payload may hold.
 pub const MAX_FIELDS: usize = 20_000;
+/// Largest `data` of one event, as JSON, in bytes. Under Kafka's default message size
+/// (1,000,000 bytes) with room for the headers, so every sink takes what the mapper accepted.
+pub const MAX_EVENT_DATA_BYTES: usize = 512 * 1024;
 /// Longest text the time and phone parsers look at, in bytes.
 pub const MAX_SCALAR_CHARS: usize = 64;
 

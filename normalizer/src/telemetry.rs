@@ -141,7 +141,7 @@ impl BatchProcessed<'_> {
                     *records.entry((source, outcome.label())).or_default() += 1;
                     for event in list {
                         *events
-                            .entry((source, event.event_type.as_str()))
+                            .entry((source, event.event.event_type.as_str()))
                             .or_default() += 1;
                     }
                 }

@@ -142,7 +142,7 @@ fn commit(sink: &mut SqliteSink, flows: &[Flow], sent: &[Sent]) {
                 source: flow.dialect.default_source().to_owned(),
                 dedupe_key: mapped.dedupe_key,
                 received_at: sending.received_at,
-                events: mapped.events,
+                events: callhook_sinks::SinkEvent::encode_all(mapped.events).unwrap(),
             });
         }
         sink.commit_batch(&batch).expect("commit");

@@ -32,8 +32,8 @@ pub enum SinkItem {
         /// When the receiver had the whole push; stored as the events' `received_at` and the
         /// dedupe key's `seen_at`.
         received_at: DateTime<Utc>,
-        /// The canonical events the push mapped to.
-        events: Vec<CloudEvent>,
+        /// The canonical events the push mapped to, each with its `data` as JSON.
+        events: Vec<SinkEvent>,
     },
     /// A record that could not be mapped.
     DeadLetter {
@@ -48,6 +48,29 @@ pub enum SinkItem {
         /// When the receiver had the whole push.
         received_at: DateTime<Utc>,
     },
+}
+
+/// A canonical event with its `data` serialized once, by the mapping stage: every sink stores
+/// or sends these bytes, none encodes the event again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkEvent {
+    /// The event.
+    pub event: CloudEvent,
+    /// `serde_json` of `event.data`.
+    pub data_json: String,
+}
+
+impl SinkEvent {
+    /// Serializes the event's data.
+    pub fn encode(event: CloudEvent) -> Result<SinkEvent, serde_json::Error> {
+        let data_json = serde_json::to_string(&event.data)?;
+        Ok(SinkEvent { event, data_json })
+    }
+
+    /// Serializes the data of each event.
+    pub fn encode_all(events: Vec<CloudEvent>) -> Result<Vec<SinkEvent>, serde_json::Error> {
+        events.into_iter().map(SinkEvent::encode).collect()
+    }
 }
 
 /// What one [`SinkBatch`] commit did.

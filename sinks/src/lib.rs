@@ -24,6 +24,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod sqlite;
 
-pub use batch::{CommitOutcome, SinkBatch, SinkItem};
+pub use batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
 pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError, KafkaSinkSettings};
 pub use sqlite::{SqliteSink, SqliteSinkConfig, SqliteSinkError, SqliteSinkSettings};

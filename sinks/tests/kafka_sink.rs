@@ -132,7 +132,8 @@ fn test_a_confirmed_batch_has_every_record_keyed_by_call_in_order() {
                 at(step as i64),
                 &format!("call-{call}"),
             );
-            sink.send_event(&event).unwrap();
+            sink.send_event(&callhook_sinks::SinkEvent::encode(event.clone()).unwrap())
+                .unwrap();
             sent += 1;
         }
     }
@@ -176,13 +177,15 @@ fn test_an_aborted_transaction_leaves_nothing_and_a_committed_one_everything() {
     sink.begin_batch().unwrap();
     for n in 0..5u128 {
         let event = call_event(event_id(n), EventType::CallRinging, at(0), "aborted");
-        sink.send_event(&event).unwrap();
+        sink.send_event(&callhook_sinks::SinkEvent::encode(event.clone()).unwrap())
+            .unwrap();
     }
     sink.abort_batch();
     sink.begin_batch().unwrap();
     for n in 10..15u128 {
         let event = call_event(event_id(n), EventType::CallAnswered, at(1), "committed");
-        sink.send_event(&event).unwrap();
+        sink.send_event(&callhook_sinks::SinkEvent::encode(event.clone()).unwrap())
+            .unwrap();
     }
     sink.commit_batch(None).unwrap();
     let events = read(&broker, EVENTS, 10, Duration::from_secs(5));
@@ -212,7 +215,8 @@ fn test_a_batch_kafka_cannot_take_fails_retryably() {
     let mut sink = KafkaSink::new(settings).unwrap();
     sink.begin_batch().unwrap();
     let event = call_event(event_id(1), EventType::CallRinging, at(0), "c");
-    sink.send_event(&event).unwrap();
+    sink.send_event(&callhook_sinks::SinkEvent::encode(event.clone()).unwrap())
+        .unwrap();
     let error = sink.commit_batch(None).unwrap_err();
     assert!(error.is_retryable(), "{error}");
     sink.abort_batch();

@@ -484,7 +484,9 @@ fn test_open_creates_the_directory_sets_wal_and_refuses_newer_schemas() {
     );
     assert_eq!(
         rows(&data_dir, "PRAGMA user_version"),
-        vec![vec![Value::Integer(1)]]
+        vec![vec![Value::Integer(
+            callhook_sinks::sqlite::schema::SCHEMA_VERSION
+        )]]
     );
     drop(sink);
     rusqlite::Connection::open(data_dir.join("callhook.db"))
@@ -498,7 +500,7 @@ fn test_open_creates_the_directory_sets_wal_and_refuses_newer_schemas() {
             refused,
             SqliteSinkError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: callhook_sinks::sqlite::schema::SCHEMA_VERSION
             }
         ),
         "{refused}"

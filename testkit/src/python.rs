@@ -20,7 +20,9 @@ pub fn wheel_file(spec: &str, relative: &str) -> Option<PathBuf> {
         return Some(wanted);
     }
     std::fs::create_dir_all(&dir).ok()?;
-    let lock = File::create(dir.with_extension("lock")).ok()?;
+    let mut lock_name = dir.file_name()?.to_os_string();
+    lock_name.push(".lock");
+    let lock = File::create(dir.with_file_name(lock_name)).ok()?;
     lock.lock().ok()?;
     if !wanted.is_file() {
         eprintln!(

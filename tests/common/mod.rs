@@ -27,6 +27,16 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables (e.g. `FAILPOINTS`).
     pub fn start_with_env(data_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Self::try_start_with_env(data_dir, config, env)
+            .unwrap_or_else(|status| panic!("callhook exited before listening: {status}"))
+    }
+
+    /// Like [`Server::start_with_env`]; the exit status if the process ends before it listens.
+    pub fn try_start_with_env(
+        data_dir: &Path,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Server, std::process::ExitStatus> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_callhook"));
         command
             .args([
@@ -53,14 +63,17 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the listening line");
+        if line.is_empty() {
+            return Err(child.wait().expect("wait"));
+        }
         let (public, admin) =
             parse_listening(&line).unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        Server {
+        Ok(Server {
             child,
             public,
             admin,
             data_dir: data_dir.to_owned(),
-        }
+        })
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -5,12 +5,13 @@
 //! 1. Dedupe cache: allocated bytes (counted by this binary's global allocator) and RSS growth
 //!    of a [`DedupeCache`] holding `--dedupe-keys` keys, measured first, alone.
 //! 2. Pre-fill: `--pushes` records appended to a fresh [`EmbeddedLog`] through its ordinary
-//!    append path (group commit, fsync), cycling through the golden fixtures with unique ids
-//!    ([`VendorMix`]).
+//!    append path (group commit, fsync): by default realistic simulated call flows
+//!    ([`Workload`]), or the golden fixtures in rounds with unique ids ([`VendorMix`]).
 //! 3. Drain: a fresh SQLite sink and [`Normalizer::drain`] with the default `[normalizer]`
 //!    settings (or `--batch-records`), timed from `Normalizer::new` to the last commit.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,8 +21,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use callhook_bench::fixtures::{default_fixture_dir, VendorMix};
 use callhook_bench::procfs::{own_cpu_time, own_memory};
+use callhook_bench::workload::Workload;
 use callhook_normalizer::dedupe::DedupeCache;
-use callhook_normalizer::{Normalizer, NormalizerConfig};
+use callhook_normalizer::{Normalizer, NormalizerConfig, SourceContext};
 use callhook_rawlog::embedded::{EmbeddedLog, EmbeddedLogConfig, IntegrityCheck};
 use callhook_rawlog::{LogAppender, RawRecord};
 use callhook_sinks::{SqliteSink, SqliteSinkSettings};
@@ -74,9 +76,14 @@ struct Args {
     /// Working directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// The golden fixtures.
+    /// The golden fixtures (with `--workload fixtures`).
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// What the raw log is filled with: `realistic` (simulated call flows, mostly unique 7moor
+    /// v7 calls of ring, link, hangup and cdr, the other dialects mixed in) or `fixtures` (the
+    /// golden fixtures in rounds with unique ids).
+    #[arg(long, default_value = "realistic")]
+    workload: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,20 +95,36 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| temporary.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    let mix = VendorMix::load(&args.fixtures.clone().unwrap_or_else(default_fixture_dir))?;
     let log = Arc::new(open_log(&dir)?);
     let prefill_started = Instant::now();
-    prefill(&log, &mix, args.pushes)?;
+    let (sources, fixtures) = match args.workload.as_str() {
+        "realistic" => {
+            let mut workload = Workload::realistic(7);
+            prefill(&log, args.pushes, |_| workload.next_record())?;
+            (Workload::sources(), json!(null))
+        }
+        "fixtures" => {
+            let fixture_dir = args.fixtures.clone().unwrap_or_else(default_fixture_dir);
+            let mix = VendorMix::load(&fixture_dir)?;
+            prefill(&log, args.pushes, |index| fixture_record(&mix, index))?;
+            let summary = json!({
+                "found": mix.fixtures_found,
+                "used": mix.pushes.len(),
+                "dead_letter": mix.pushes.iter().filter(|push| push.dead_letter).count(),
+                "excluded": mix.fixtures_excluded,
+            });
+            (mix.sources.clone(), summary)
+        }
+        other => anyhow::bail!("--workload `{other}`: `realistic` or `fixtures`"),
+    };
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let memory_before_drain = own_memory();
-    let drain = drain(&log, &dir, &mix, args.batch_records)?;
+    let drain = drain(&log, &dir, sources, args.batch_records)?;
     log.close()?;
     let output = json!({
         "pushes": args.pushes,
-        "fixtures_found": mix.fixtures_found,
-        "fixtures_used": mix.pushes.len(),
-        "fixtures_dead_letter": mix.pushes.iter().filter(|push| push.dead_letter).count(),
-        "fixtures_excluded": mix.fixtures_excluded,
+        "workload": args.workload,
+        "fixtures": fixtures,
         "prefill_seconds": prefill_seconds,
         "prefill_appends_per_second": args.pushes as f64 / prefill_seconds,
         "memory_before_drain": memory_before_drain,
@@ -148,8 +171,30 @@ fn open_log(dir: &Path) -> anyhow::Result<EmbeddedLog> {
     Ok(EmbeddedLog::open(config.validate(dir)?)?)
 }
 
-/// Appends `pushes` records through the ordinary append path, 10,000 queued at a time.
-fn prefill(log: &Arc<EmbeddedLog>, mix: &VendorMix, pushes: u64) -> anyhow::Result<()> {
+/// Returns fixture push `index` as a raw record.
+fn fixture_record(mix: &VendorMix, index: u64) -> (String, RawRecord) {
+    let (push, query, body) = mix.nth(index);
+    let record = RawRecord {
+        source: push.source.clone(),
+        received_at: push.received_at,
+        method: push.method.clone(),
+        content_type: push.content_type.clone(),
+        query,
+        remote_addr: Some("127.0.0.1:40000".to_owned()),
+        request_id: format!("bench-{index:016x}"),
+        headers: push.headers.clone(),
+        body: Bytes::from(body),
+    };
+    (push.source.clone(), record)
+}
+
+/// Appends `pushes` records (`record(index)` gives each with its partition key) through the
+/// ordinary append path, 10,000 queued at a time.
+fn prefill(
+    log: &Arc<EmbeddedLog>,
+    pushes: u64,
+    mut record: impl FnMut(u64) -> (String, RawRecord),
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -160,19 +205,8 @@ fn prefill(log: &Arc<EmbeddedLog>, mix: &VendorMix, pushes: u64) -> anyhow::Resu
         // `append` queues at call time; awaiting in order collects the answers.
         let answers: Vec<_> = (next..end)
             .map(|index| {
-                let (push, query, body) = mix.nth(index);
-                let record = RawRecord {
-                    source: push.source.clone(),
-                    received_at: push.received_at,
-                    method: push.method.clone(),
-                    content_type: push.content_type.clone(),
-                    query,
-                    remote_addr: Some("127.0.0.1:40000".to_owned()),
-                    request_id: format!("bench-{index:016x}"),
-                    headers: push.headers.clone(),
-                    body: Bytes::from(body),
-                };
-                log.append(push.source.clone(), record)
+                let (key, record) = record(index);
+                log.append(key, record)
             })
             .collect();
         runtime.block_on(async {
@@ -189,7 +223,7 @@ fn prefill(log: &Arc<EmbeddedLog>, mix: &VendorMix, pushes: u64) -> anyhow::Resu
 fn drain(
     log: &EmbeddedLog,
     dir: &Path,
-    mix: &VendorMix,
+    sources: HashMap<String, SourceContext>,
     batch_records: Option<usize>,
 ) -> anyhow::Result<serde_json::Value> {
     let db_path = dir.join("callhook.db");
@@ -204,7 +238,7 @@ fn drain(
     let mut normalizer = Normalizer::new(
         log.reader()?,
         sink,
-        mix.sources.clone(),
+        sources,
         settings,
         &dir.join("attempts"),
     )?;

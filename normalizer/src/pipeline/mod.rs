@@ -30,8 +30,9 @@
 //! - Any other error ends [`Normalizer::run_until`]; its [`crate::supervisor`] reports it and
 //!   builds a fresh loop.
 //! - After the sink commit, the raw log's own committed offset for the group is advanced too,
-//!   at most once per [`RAW_LOG_COMMIT_INTERVAL`], and when the loop stops or a drain ends;
-//!   that one only drives retention, so losing (or delaying) it is harmless.
+//!   at most once per [`RAW_LOG_COMMIT_INTERVAL`], and when the loop stops or a drain ends,
+//!   always after [`SqliteSink::sync_to_disk`] (the sink commits without an fsync each); that
+//!   offset only drives retention, so losing (or delaying) it is harmless.
 
 pub mod attempts;
 pub mod records;
@@ -406,6 +407,13 @@ impl Normalizer {
         }
         self.raw_log_commit_due = false;
         self.raw_log_committed_at = Some(Instant::now());
+        // The sink's commits must survive a power loss before the raw log may release the
+        // records behind them (its retention follows this offset).
+        if let Err(error) = self.sink.sync_to_disk() {
+            tracing::warn!(error = %error, "could not sync the sink to disk; the raw log keeps its records for now");
+            self.raw_log_commit_due = true;
+            return;
+        }
         for (partition, next) in self.next_offsets.iter().enumerate() {
             if let Err(error) =
                 self.reader

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::UndecodableRecord;
 use callhook_rawlog::{RawRecord, StoredRecord};
-use callhook_sinks::{CommitOutcome, SinkBatch, SinkItem, SqliteSink};
+use callhook_sinks::{CommitOutcome, SinkBatch, SinkEvent, SinkItem, SqliteSink};
 use chrono::Utc;
 
 use crate::dedupe::DedupeCache;
 use crate::error::MapError;
+use crate::limits::MAX_EVENT_DATA_BYTES;
 use crate::push::{RawPush, SourceContext};
 use crate::supervisor::panic_message;
 use crate::telemetry::{BatchProcessed, NormalizerMetrics, RecordOutcome};
@@ -96,7 +97,7 @@ impl RecordMapper {
         crate::failpoints::crash_if_record_matches(record);
         // Mapping is pure and written not to panic; if it does anyway, that record is a dead
         // letter and the loop goes on.
-        let mapped = match catch_unwind(AssertUnwindSafe(|| crate::map_push(&push, ctx))) {
+        let mapped = match catch_unwind(AssertUnwindSafe(|| map_for_sinks(&push, ctx))) {
             Ok(result) => result,
             Err(panic) => {
                 let message = panic_message(panic.as_ref());
@@ -110,17 +111,17 @@ impl RecordMapper {
             }
         };
         match mapped {
-            Ok(mapped) if self.cache.contains(&record.source, &mapped.dedupe_key) => {
+            Ok((dedupe_key, _)) if self.cache.contains(&record.source, &dedupe_key) => {
                 RecordOutcome::DuplicateInCache {
                     source: record.source.clone(),
                 }
             }
-            Ok(mapped) => {
+            Ok((dedupe_key, events)) => {
                 items.push(SinkItem::Push {
                     source: record.source.clone(),
-                    dedupe_key: mapped.dedupe_key,
+                    dedupe_key,
                     received_at: record.received_at,
-                    events: mapped.events,
+                    events,
                 });
                 RecordOutcome::Mapped
             }
@@ -144,6 +145,29 @@ impl RecordMapper {
             }
         }
     }
+}
+
+/// Maps a push and serializes each event's `data` once, for every sink; an event too large for
+/// a sink to take ([`MAX_EVENT_DATA_BYTES`]) makes the push a `too_large` dead letter.
+fn map_for_sinks(
+    push: &RawPush<'_>,
+    ctx: &SourceContext,
+) -> Result<(String, Vec<SinkEvent>), MapError> {
+    let mapped = crate::map_push(push, ctx)?;
+    let events = SinkEvent::encode_all(mapped.events).map_err(|error| {
+        MapError::UnrecognizedShape(format!("an event's data cannot be encoded: {error}"))
+    })?;
+    if let Some(large) = events
+        .iter()
+        .find(|event| event.data_json.len() > MAX_EVENT_DATA_BYTES)
+    {
+        return Err(MapError::TooLarge(format!(
+            "event `{}` has {} bytes of data (at most {MAX_EVENT_DATA_BYTES})",
+            large.event.event_type.as_str(),
+            large.data_json.len()
+        )));
+    }
+    Ok((mapped.dedupe_key, events))
 }
 
 /// A batch being built: the sink batch and what happened to each record.

@@ -16,10 +16,11 @@
 
 use callhook_rawlog::kafka_codec;
 use callhook_rawlog::RawRecord;
-use callhook_schemas::{CloudEvent, TimeSource};
+use callhook_schemas::TimeSource;
 use chrono::SecondsFormat;
 
-use super::error::{KafkaSinkError, Result};
+use super::error::Result;
+use crate::batch::SinkEvent;
 
 /// Header names of the two topics.
 pub mod header {
@@ -75,12 +76,11 @@ pub struct KafkaDeadLetter<'a> {
     pub record: &'a RawRecord,
 }
 
-/// Encodes an event in CloudEvents binary mode.
-pub fn encode_event(event: &CloudEvent) -> Result<EncodedRecord> {
-    let value = serde_json::to_vec(&event.data).map_err(|source| KafkaSinkError::Encode {
-        id: event.id.clone(),
-        source,
-    })?;
+/// Encodes an event in CloudEvents binary mode; the value is the data JSON the mapping
+/// stage serialized.
+pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
+    let event = &sink_event.event;
+    let value = sink_event.data_json.as_bytes().to_vec();
     let timesource = match event.timesource {
         TimeSource::Vendor => "vendor",
         TimeSource::Received => "received",
@@ -129,6 +129,7 @@ pub fn encode_dead_letter(letter: &KafkaDeadLetter<'_>) -> EncodedRecord {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use callhook_schemas::CloudEvent;
     use chrono::{DateTime, Utc};
 
     fn event() -> CloudEvent {
@@ -166,7 +167,7 @@ mod tests {
     #[test]
     fn test_event_is_binary_mode_keyed_by_subject() {
         let event = event();
-        let record = encode_event(&event).unwrap();
+        let record = encode_event(&SinkEvent::encode(event.clone()).unwrap()).unwrap();
         assert_eq!(record.key, "403344537650466816");
         assert_eq!(header(&record, "ce_id"), Some(event.id.as_str()));
         assert_eq!(header(&record, "ce_type"), Some("call.ringing"));

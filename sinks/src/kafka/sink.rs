@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use callhook_schemas::{CloudEvent, EventType};
+use callhook_schemas::EventType;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -18,7 +18,7 @@ use super::config::KafkaSinkSettings;
 use super::encode::{encode_dead_letter, encode_event, EncodedRecord, KafkaDeadLetter};
 use super::error::{KafkaSinkError, Result};
 use super::metrics::KafkaSinkMetrics;
-use crate::batch::CommitOutcome;
+use crate::batch::{CommitOutcome, SinkEvent};
 use crate::metrics::{BatchCommitted, SinkMetrics};
 
 /// The `sink` label of this sink's metrics.
@@ -161,8 +161,9 @@ impl KafkaSink {
     }
 
     /// Enqueues one canonical event for the events topic.
-    pub fn send_event(&mut self, event: &CloudEvent) -> Result<()> {
-        let record = encode_event(event)?;
+    pub fn send_event(&mut self, sink_event: &SinkEvent) -> Result<()> {
+        let event = &sink_event.event;
+        let record = encode_event(sink_event)?;
         let topic = self.settings.events_topic.clone();
         self.enqueue(&topic, &record)?;
         self.batch.events += 1;

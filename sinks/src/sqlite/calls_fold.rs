@@ -1,11 +1,14 @@
 //! The `calls` row: a deterministic fold over all of a call's stored events.
 //!
-//! Order independence is by construction. The sink never patches a `calls` row with the event
-//! that just arrived: after inserting a batch's events it reloads *every* stored event of each
-//! touched `(source_name, call_id)` and recomputes the row with [`fold_call`], whose result
-//! depends only on the set of events, never on the order they arrived in or how they were
-//! split into batches. (It assumes, as the schema promises, that one event id always carries
-//! the same content; `events` keeps the first stored copy.)
+//! Order independence is by construction: every column below is the value of the event that is
+//! least (or greatest) by a key computed from that event alone, a minimum, a maximum, a count or
+//! a union. So the row depends only on the set of events, never on the order they arrived in
+//! or how they were split into batches, and it can be kept up to date one event at a time:
+//! [`CallFold`] holds each column's best candidate with its key, and adding an event compares
+//! keys. The sink keeps the folds of recent calls in memory and adds each newly stored event
+//! to its call's fold; a call not in memory is folded from its stored events ([`fold_call`]
+//! is exactly that). (It assumes, as the schema promises, that one event id always carries the
+//! same content; `events` keeps the first stored copy.)
 //!
 //! # Which events
 //!
@@ -134,161 +137,292 @@ pub fn type_rank(event_type: EventType) -> u8 {
 
 /// Computes the `calls` row of `(source, call_id)` from the call's events, in any order.
 /// Returns `None` when no event counts for a call (none, or only agent events).
-pub fn fold_call(source: &str, call_id: &str, mut events: Vec<StoredCallEvent>) -> Option<CallRow> {
-    events.retain(|event| !event.event_type.is_agent_event());
-    events.sort_by(|left, right| fold_key(left).cmp(&fold_key(right)));
-    let first = events.first()?;
-    let last = events.last()?;
-    let preferred = preferred_order(&events);
-    let milestones = Milestones::of(&events);
-    let parties = Parties::of(&preferred);
-    let outcome = Outcome::of(&events, &milestones);
-    Some(CallRow {
-        source: source.to_owned(),
-        call_id: call_id.to_owned(),
-        vendor: first.data.vendor.clone(),
-        // The CDR is the vendor's final word on the call, so it decides the direction too.
-        direction: preferred
-            .iter()
-            .map(|event| event.data.direction)
-            .find(|direction| *direction != Direction::Unknown)
-            .unwrap_or(Direction::Unknown),
-        caller: parties.caller,
-        callee: parties.callee,
-        agent_number: parties.agent_number,
-        agent_name: parties.agent_name,
-        queue: parties.queue,
-        queue_name: parties.queue_name,
-        parent_call_id: parties.parent_call_id,
-        first_event_at: first.time,
-        started_at: milestones.started_at,
-        ringing_at: milestones.ringing_at,
-        answered_at: milestones.answered_at,
-        ended_at: milestones.ended_at,
-        disposition: outcome.disposition,
-        disposition_raw: outcome.disposition_raw,
-        talk_seconds: outcome.talk_seconds,
-        recording_url: parties.recording_url,
-        correlation: merge_correlation(&preferred),
-        events_count: events.len() as u64,
-        last_event_type: last.event_type,
-        last_event_at: last.time,
-    })
+pub fn fold_call(source: &str, call_id: &str, events: Vec<StoredCallEvent>) -> Option<CallRow> {
+    let mut fold = CallFold::new(source, call_id);
+    for event in &events {
+        fold.add(event.event_type, event.time, &event.id, &event.data);
+    }
+    fold.row()
 }
 
-/// Who took part and where the recording is: each the first found in preferred order.
-struct Parties {
-    caller: Option<PhoneNumber>,
-    callee: Option<PhoneNumber>,
-    agent_number: Option<String>,
-    agent_name: Option<String>,
-    queue: Option<String>,
-    queue_name: Option<String>,
-    parent_call_id: Option<String>,
-    recording_url: Option<String>,
+/// An event's place in the fold order: `(time, type rank, id)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FoldKey {
+    time: DateTime<Utc>,
+    rank: u8,
+    id: String,
 }
 
-impl Parties {
-    fn of(preferred: &[&StoredCallEvent]) -> Parties {
-        let owned = |text: Option<&str>| text.map(str::to_owned);
-        let queue = first_in(preferred, |data| {
-            data.queue
-                .as_ref()
-                .filter(|queue| non_empty(&queue.id).or(non_empty(&queue.name)).is_some())
-        });
-        Parties {
-            caller: first_in(preferred, |data| number(&data.caller)).cloned(),
-            callee: first_in(preferred, |data| number(&data.callee)).cloned(),
-            agent_number: owned(first_in(preferred, |data| {
-                data.agent
-                    .as_ref()
-                    .and_then(|agent| non_empty(&agent.number))
-            })),
-            agent_name: owned(first_in(preferred, |data| {
-                data.agent.as_ref().and_then(|agent| non_empty(&agent.name))
-            })),
-            queue: owned(queue.and_then(|queue| non_empty(&queue.id).or(non_empty(&queue.name)))),
-            queue_name: owned(queue.and_then(|queue| non_empty(&queue.name))),
-            parent_call_id: owned(first_in(preferred, |data| non_empty(&data.parent_call_id))),
-            recording_url: first_in(preferred, |data| {
-                data.recording_urls.iter().find(|url| !url.is_empty())
-            })
-            .cloned(),
+/// An event's place in the preferred order: the `call.cdr` events latest first, then every
+/// other event in fold order (the variant order is the first criterion).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum PreferredKey {
+    Cdr(std::cmp::Reverse<FoldKey>),
+    Other(FoldKey),
+}
+
+/// An event's authority on the call's outcome: `(call.cdr > call.ended > other, time, id)`,
+/// greatest wins.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct AuthorityKey {
+    authority: u8,
+    time: DateTime<Utc>,
+    id: String,
+}
+
+/// The value of the best event seen so far by some key: the least (`offer_min`) or the
+/// greatest (`offer_max`).
+#[derive(Debug, Clone)]
+struct Best<K, V>(Option<(K, V)>);
+
+impl<K: Ord + Clone, V> Best<K, V> {
+    fn empty() -> Self {
+        Best(None)
+    }
+
+    /// Keeps `value()` if `key` is less than the kept key (or nothing is kept).
+    fn offer_min(&mut self, key: &K, value: impl FnOnce() -> V) {
+        if self.0.as_ref().is_none_or(|(kept, _)| key < kept) {
+            self.0 = Some((key.clone(), value()));
         }
+    }
+
+    /// Keeps `value()` if `key` is greater than the kept key (or nothing is kept).
+    fn offer_max(&mut self, key: &K, value: impl FnOnce() -> V) {
+        if self.0.as_ref().is_none_or(|(kept, _)| key > kept) {
+            self.0 = Some((key.clone(), value()));
+        }
+    }
+
+    fn value(&self) -> Option<&V> {
+        self.0.as_ref().map(|(_, value)| value)
+    }
+
+    fn key(&self) -> Option<&K> {
+        self.0.as_ref().map(|(key, _)| key)
     }
 }
 
-/// How the call ended: the vendor's final word, else what the milestones imply.
-struct Outcome {
-    disposition: Option<DispositionValue>,
-    disposition_raw: Option<String>,
-    talk_seconds: Option<u64>,
+/// The `calls` row of one call in the making: for every column, the best candidate so far and
+/// the key that made it best. Adding an event only compares keys, so the state after any set
+/// of events is the same whatever order they were added in; [`CallFold::row`] is the row
+/// [`fold_call`] gives for those events. The sink keeps the states of recent calls in memory
+/// and adds each new event to its call's state, instead of reading the call's events back.
+#[derive(Debug, Clone)]
+pub struct CallFold {
+    source: String,
+    call_id: String,
+    first: Best<FoldKey, String>,
+    last: Best<FoldKey, EventType>,
+    direction: Best<PreferredKey, Direction>,
+    caller: Best<PreferredKey, PhoneNumber>,
+    callee: Best<PreferredKey, PhoneNumber>,
+    agent_number: Best<PreferredKey, String>,
+    agent_name: Best<PreferredKey, String>,
+    queue: Best<PreferredKey, (Option<String>, Option<String>)>,
+    parent_call_id: Best<PreferredKey, String>,
+    recording_url: Best<PreferredKey, String>,
+    started_at: Option<DateTime<Utc>>,
+    ringing_at: Option<DateTime<Utc>>,
+    answered_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    disposition: Best<AuthorityKey, (DispositionValue, Option<String>)>,
+    talk_seconds: Best<AuthorityKey, u64>,
+    correlation: BTreeMap<String, (PreferredKey, Value)>,
+    events_count: u64,
 }
 
-impl Outcome {
-    fn of(events: &[StoredCallEvent], milestones: &Milestones) -> Outcome {
-        let (disposition, disposition_raw) = match final_word(events, |data| {
-            data.disposition.as_ref()
-        }) {
-            Some(found) => (Some(found.value), found.raw.clone()),
-            None if milestones.answered_at.is_some() => (Some(DispositionValue::Answered), None),
+impl CallFold {
+    /// An empty fold of `(source, call_id)`.
+    pub fn new(source: &str, call_id: &str) -> Self {
+        CallFold {
+            source: source.to_owned(),
+            call_id: call_id.to_owned(),
+            first: Best::empty(),
+            last: Best::empty(),
+            direction: Best::empty(),
+            caller: Best::empty(),
+            callee: Best::empty(),
+            agent_number: Best::empty(),
+            agent_name: Best::empty(),
+            queue: Best::empty(),
+            parent_call_id: Best::empty(),
+            recording_url: Best::empty(),
+            started_at: None,
+            ringing_at: None,
+            answered_at: None,
+            ended_at: None,
+            disposition: Best::empty(),
+            talk_seconds: Best::empty(),
+            correlation: BTreeMap::new(),
+            events_count: 0,
+        }
+    }
+
+    /// Returns how many events were added.
+    pub fn events_count(&self) -> u64 {
+        self.events_count
+    }
+
+    /// Adds one stored event of the call; agent events are ignored. Add each event once.
+    pub fn add(
+        &mut self,
+        event_type: EventType,
+        time: DateTime<Utc>,
+        id: &str,
+        data: &CallEventData,
+    ) {
+        if event_type.is_agent_event() {
+            return;
+        }
+        self.events_count += 1;
+        let fold = FoldKey {
+            time,
+            rank: type_rank(event_type),
+            id: id.to_owned(),
+        };
+        let preferred = match event_type {
+            EventType::CallCdr => PreferredKey::Cdr(std::cmp::Reverse(fold.clone())),
+            _ => PreferredKey::Other(fold.clone()),
+        };
+        let authority = AuthorityKey {
+            authority: match event_type {
+                EventType::CallCdr => 2,
+                EventType::CallEnded => 1,
+                _ => 0,
+            },
+            time,
+            id: id.to_owned(),
+        };
+        self.first.offer_min(&fold, || data.vendor.clone());
+        self.last.offer_max(&fold, || event_type);
+        if data.direction != Direction::Unknown {
+            self.direction.offer_min(&preferred, || data.direction);
+        }
+        if let Some(caller) = number(&data.caller) {
+            self.caller.offer_min(&preferred, || caller.clone());
+        }
+        if let Some(callee) = number(&data.callee) {
+            self.callee.offer_min(&preferred, || callee.clone());
+        }
+        let agent = data.agent.as_ref();
+        if let Some(agent_number) = agent.and_then(|agent| non_empty(&agent.number)) {
+            self.agent_number
+                .offer_min(&preferred, || agent_number.to_owned());
+        }
+        if let Some(agent_name) = agent.and_then(|agent| non_empty(&agent.name)) {
+            self.agent_name
+                .offer_min(&preferred, || agent_name.to_owned());
+        }
+        if let Some(queue) = data
+            .queue
+            .as_ref()
+            .filter(|queue| non_empty(&queue.id).or(non_empty(&queue.name)).is_some())
+        {
+            self.queue
+                .offer_min(&preferred, || (queue.id.clone(), queue.name.clone()));
+        }
+        if let Some(parent) = non_empty(&data.parent_call_id) {
+            self.parent_call_id
+                .offer_min(&preferred, || parent.to_owned());
+        }
+        if let Some(url) = data.recording_urls.iter().find(|url| !url.is_empty()) {
+            self.recording_url.offer_min(&preferred, || url.clone());
+        }
+        let announced = |announcing: EventType| (event_type == announcing).then_some(time);
+        for candidate in [data.started_at, announced(EventType::CallInitiated)] {
+            self.started_at = min_time(self.started_at, candidate);
+        }
+        for candidate in [data.ringing_at, announced(EventType::CallRinging)] {
+            self.ringing_at = min_time(self.ringing_at, candidate);
+        }
+        for candidate in [data.answered_at, announced(EventType::CallAnswered)] {
+            self.answered_at = min_time(self.answered_at, candidate);
+        }
+        for candidate in [data.ended_at, announced(EventType::CallEnded)] {
+            self.ended_at = self.ended_at.max(candidate);
+        }
+        if let Some(disposition) = &data.disposition {
+            self.disposition
+                .offer_max(&authority, || (disposition.value, disposition.raw.clone()));
+        }
+        if let Some(talk_seconds) = data.talk_seconds {
+            self.talk_seconds.offer_max(&authority, || talk_seconds);
+        }
+        for (key, value) in &data.correlation {
+            match self.correlation.get_mut(key) {
+                Some((kept, _)) if *kept <= preferred => {}
+                Some(slot) => *slot = (preferred.clone(), value.clone()),
+                None => {
+                    self.correlation
+                        .insert(key.clone(), (preferred.clone(), value.clone()));
+                }
+            }
+        }
+    }
+
+    /// Returns the row, or `None` when no call event was added.
+    pub fn row(&self) -> Option<CallRow> {
+        let first = self.first.key()?;
+        let last = self.last.key()?;
+        let queue = self.queue.value();
+        let answered_at = self.answered_at;
+        let (disposition, disposition_raw) = match self.disposition.value() {
+            Some((value, raw)) => (Some(*value), raw.clone()),
+            None if answered_at.is_some() => (Some(DispositionValue::Answered), None),
             None => (None, None),
         };
-        let talk_seconds = final_word(events, |data| data.talk_seconds.as_ref())
-            .copied()
-            .or_else(|| milestones.computed_talk_seconds());
-        Outcome {
+        let computed_talk = || {
+            let talk = self.ended_at? - answered_at?;
+            u64::try_from(talk.num_seconds()).ok()
+        };
+        Some(CallRow {
+            source: self.source.clone(),
+            call_id: self.call_id.clone(),
+            vendor: self.first.value()?.clone(),
+            direction: self
+                .direction
+                .value()
+                .copied()
+                .unwrap_or(Direction::Unknown),
+            caller: self.caller.value().cloned(),
+            callee: self.callee.value().cloned(),
+            agent_number: self.agent_number.value().cloned(),
+            agent_name: self.agent_name.value().cloned(),
+            queue: queue
+                .and_then(|(id, name)| non_empty(id).or(non_empty(name)).map(str::to_owned)),
+            queue_name: queue.and_then(|(_, name)| non_empty(name).map(str::to_owned)),
+            parent_call_id: self.parent_call_id.value().cloned(),
+            first_event_at: first.time,
+            started_at: self.started_at,
+            ringing_at: self.ringing_at,
+            answered_at,
+            ended_at: self.ended_at,
             disposition,
             disposition_raw,
-            talk_seconds,
-        }
+            talk_seconds: self.talk_seconds.value().copied().or_else(computed_talk),
+            recording_url: self.recording_url.value().cloned(),
+            correlation: self
+                .correlation
+                .iter()
+                .map(|(key, (_, value))| (key.clone(), value.clone()))
+                .collect(),
+            events_count: self.events_count,
+            last_event_type: *self.last.value()?,
+            last_event_at: last.time,
+        })
     }
 }
 
-/// The fold-order key.
-fn fold_key(event: &StoredCallEvent) -> (DateTime<Utc>, u8, &str) {
-    (event.time, type_rank(event.event_type), &event.id)
-}
-
-/// Returns the events (already in fold order) in preferred order: CDRs latest first, then the
-/// rest in fold order.
-fn preferred_order(events: &[StoredCallEvent]) -> Vec<&StoredCallEvent> {
-    let is_cdr = |event: &&StoredCallEvent| event.event_type == EventType::CallCdr;
-    let mut preferred: Vec<&StoredCallEvent> = events.iter().rev().filter(is_cdr).collect();
-    preferred.extend(events.iter().filter(|event| !is_cdr(event)));
-    preferred
-}
-
-/// Returns the first value `pick` finds, walking `events` in order.
-fn first_in<'a, T: ?Sized>(
-    events: &[&'a StoredCallEvent],
-    pick: impl Fn(&'a CallEventData) -> Option<&'a T>,
-) -> Option<&'a T> {
-    events.iter().find_map(|event| pick(&event.data))
-}
-
-/// Returns the value `pick` finds in the event that is greatest by (`call.cdr` > `call.ended` >
-/// other, time, id): the vendor's final word on it.
-fn final_word<'a, T>(
-    events: &'a [StoredCallEvent],
-    pick: impl Fn(&'a CallEventData) -> Option<&'a T>,
-) -> Option<&'a T> {
-    let authority = |event_type: EventType| match event_type {
-        EventType::CallCdr => 2,
-        EventType::CallEnded => 1,
-        _ => 0,
-    };
-    events
-        .iter()
-        .filter_map(|event| pick(&event.data).map(|value| (event, value)))
-        .max_by(|(left, _), (right, _)| {
-            (authority(left.event_type), left.time, &left.id).cmp(&(
-                authority(right.event_type),
-                right.time,
-                &right.id,
-            ))
-        })
-        .map(|(_, value)| value)
+/// The earlier of two optional times (a present one beats an absent one).
+fn min_time(
+    kept: Option<DateTime<Utc>>,
+    candidate: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match (kept, candidate) {
+        (Some(kept), Some(candidate)) => Some(kept.min(candidate)),
+        (kept, candidate) => kept.or(candidate),
+    }
 }
 
 /// Returns the string if it is present and not empty.
@@ -299,55 +433,6 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
 /// Returns the number if it is present and its raw form is not empty.
 fn number(value: &Option<PhoneNumber>) -> Option<&PhoneNumber> {
     value.as_ref().filter(|number| !number.raw.is_empty())
-}
-
-/// Returns the union of the correlation maps; the first event in `preferred` order wins a key.
-fn merge_correlation(preferred: &[&StoredCallEvent]) -> BTreeMap<String, Value> {
-    let mut merged = BTreeMap::new();
-    for event in preferred {
-        for (key, value) in &event.data.correlation {
-            merged.entry(key.clone()).or_insert_with(|| value.clone());
-        }
-    }
-    merged
-}
-
-/// The call's milestone times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Milestones {
-    started_at: Option<DateTime<Utc>>,
-    ringing_at: Option<DateTime<Utc>>,
-    answered_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-impl Milestones {
-    fn of(events: &[StoredCallEvent]) -> Milestones {
-        // Each milestone: the data field on any event, or the time of the event type that
-        // announces it.
-        let collect = |field: fn(&CallEventData) -> Option<DateTime<Utc>>,
-                       announcing: EventType| {
-            events.iter().flat_map(move |event| {
-                [
-                    field(&event.data),
-                    (event.event_type == announcing).then_some(event.time),
-                ]
-                .into_iter()
-                .flatten()
-            })
-        };
-        Milestones {
-            started_at: collect(|data| data.started_at, EventType::CallInitiated).min(),
-            ringing_at: collect(|data| data.ringing_at, EventType::CallRinging).min(),
-            answered_at: collect(|data| data.answered_at, EventType::CallAnswered).min(),
-            ended_at: collect(|data| data.ended_at, EventType::CallEnded).max(),
-        }
-    }
-
-    fn computed_talk_seconds(&self) -> Option<u64> {
-        let talk = self.ended_at? - self.answered_at?;
-        u64::try_from(talk.num_seconds()).ok()
-    }
 }
 
 #[cfg(test)]

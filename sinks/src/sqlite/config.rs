@@ -1,10 +1,10 @@
 //! The SQLite sink's configuration and its validation into [`SqliteSinkSettings`].
 //!
 //! There is deliberately no `synchronous` knob: the sink always runs WAL with
-//! `synchronous=FULL`, because the commit that records the consumer offsets must be durable
-//! for the exactly-once guarantee (with `NORMAL`, a power loss can roll back a commit whose
-//! raw records the raw log may already have released).
+//! `synchronous=NORMAL` and syncs before the raw log may release records (see the module docs
+//! of [`super`] for why that keeps the exactly-once guarantee across a power loss).
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
 /// The longest `dedupe_window_hours` accepted (one year).
 const MAX_DEDUPE_WINDOW_HOURS: u64 = 24 * 366;
 
+/// The largest `call_cache_calls` accepted.
+const MAX_CALL_CACHE_CALLS: usize = 10_000_000;
+
 /// `[sinks.sqlite]` in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +38,10 @@ pub struct SqliteSinkConfig {
     /// push re-delivered within the window is skipped as a duplicate; the normalizer prunes
     /// older keys periodically with [`super::SqliteSink::prune_dedupe_keys`].
     pub dedupe_window_hours: u64,
+    /// How many calls' `calls` folds are kept in memory (about 1 KB each), so that a new
+    /// event of a recent call updates its row without reading the call's events back.
+    /// Default 10 000.
+    pub call_cache_calls: usize,
 }
 
 impl Default for SqliteSinkConfig {
@@ -43,6 +50,7 @@ impl Default for SqliteSinkConfig {
             path: None,
             busy_timeout_ms: 5_000,
             dedupe_window_hours: 7 * 24,
+            call_cache_calls: 10_000,
         }
     }
 }
@@ -56,6 +64,8 @@ pub struct SqliteSinkSettings {
     pub busy_timeout: Duration,
     /// The dedupe window.
     pub dedupe_window: Duration,
+    /// See [`SqliteSinkConfig::call_cache_calls`].
+    pub call_cache_calls: NonZeroUsize,
 }
 
 impl SqliteSinkConfig {
@@ -80,10 +90,19 @@ impl SqliteSinkConfig {
                 self.dedupe_window_hours
             )));
         }
+        let call_cache_calls = NonZeroUsize::new(self.call_cache_calls)
+            .filter(|calls| calls.get() <= MAX_CALL_CACHE_CALLS)
+            .ok_or_else(|| {
+                SqliteSinkError::InvalidConfig(format!(
+                    "`call_cache_calls` is {} (1 to {MAX_CALL_CACHE_CALLS})",
+                    self.call_cache_calls
+                ))
+            })?;
         Ok(SqliteSinkSettings {
             path,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
             dedupe_window: Duration::from_secs(self.dedupe_window_hours * 3600),
+            call_cache_calls,
         })
     }
 }
@@ -96,6 +115,8 @@ impl SqliteSinkSettings {
             path: path.into(),
             busy_timeout: Duration::from_millis(defaults.busy_timeout_ms),
             dedupe_window: Duration::from_secs(defaults.dedupe_window_hours * 3600),
+            call_cache_calls: NonZeroUsize::new(defaults.call_cache_calls)
+                .unwrap_or(NonZeroUsize::MIN),
         }
     }
 }

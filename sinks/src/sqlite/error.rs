@@ -53,6 +53,14 @@ pub enum SqliteSinkError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The database files could not be synced to disk.
+    #[error("cannot sync `{path}` to disk: {source}")]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A number in the batch does not fit SQLite's signed 64-bit integers.
     #[error("`{field}` value {value} is out of range")]
     OutOfRange {
@@ -81,7 +89,7 @@ impl SqliteSinkError {
                     )
                 )
             }
-            SqliteSinkError::CreateDir { .. } => true,
+            SqliteSinkError::CreateDir { .. } | SqliteSinkError::Sync { .. } => true,
             SqliteSinkError::InvalidConfig(_)
             | SqliteSinkError::SchemaTooNew { .. }
             | SqliteSinkError::Encode { .. }

@@ -4,11 +4,18 @@
 //!
 //! [`SqliteSink::commit_batch`] writes a whole [`crate::SinkBatch`] in one `IMMEDIATE`
 //! transaction: the pushes' dedupe keys, their events, the `calls` and `agents` rows they
-//! change, the dead letters, and the consumer's next offsets. The database runs in WAL mode
-//! with `synchronous=FULL`, so the commit is fsync'd before `commit_batch` returns. Either the
-//! whole batch, offsets included, survives a crash (process or power), or none of it does, and
-//! the consumer, which seeks to [`SqliteSink::stored_offsets`] on start and on partition
-//! assignment, re-reads exactly the records whose effects were lost.
+//! change, the dead letters, and the consumer's next offsets. Either the whole batch, offsets
+//! included, survives a crash, or none of it does, and the consumer, which seeks to
+//! [`SqliteSink::stored_offsets`] on start and on partition assignment, re-reads exactly the
+//! records whose effects were lost.
+//!
+//! The database runs in WAL mode with `synchronous=NORMAL`: a commit survives a crash of the
+//! process as soon as it returns; against a power loss the WAL is synced at checkpoints and by
+//! [`SqliteSink::sync_to_disk`], which the normalizer calls before it lets the raw log release
+//! anything (the raw log's own consumed offset drives its retention). A power loss can thus
+//! only take back whole batches, offsets included, whose records the raw log still holds: they
+//! are mapped again, exactly once. Not syncing every commit is what lets small batches under a
+//! light load cost no fsync each.
 //!
 //! Re-delivery is harmless twice over: a push whose dedupe key is already in `dedupe_keys` is
 //! skipped (and counted) inside the transaction, and `events.id` is unique, so an event whose
@@ -17,8 +24,9 @@
 //! below the stored one leaves the stored one in place.
 //!
 //! The `calls` and `agents` projections are order-independent by construction: a `calls` row is
-//! recomputed from all of its call's stored events ([`calls_fold`]), and an `agents` row is only
-//! replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
+//! a fold of its call's events whose result does not depend on their order, kept up to date
+//! event by event ([`calls_fold`], and `calls.rs` for the in-memory folds of recent calls), and
+//! an `agents` row is only replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
 //! the same whatever the arrival order.
 //!
 //! # Threading
@@ -33,6 +41,7 @@
 //! [`agents`] (the `agents` row rules), [`error`]. Longer reasoning: `design.md` beside this file.
 
 pub mod agents;
+mod calls;
 pub mod calls_fold;
 mod codec;
 pub mod config;

@@ -1,21 +1,22 @@
 //! [`SqliteSink`]: commits [`SinkBatch`]es to the database, exactly once (see the module docs
 //! of [`super`] for the guarantee and how it is kept).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use callhook_schemas::{CloudEvent, EventType};
+use callhook_schemas::EventType;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::agents::agent_update;
+use super::calls::{CallCache, TouchedCalls};
 use super::codec::{encode_time, from_sql_integer};
 use super::config::SqliteSinkSettings;
 use super::error::{Result, SqliteSinkError};
 use super::schema;
 use super::writes::{self, DeadLetterRow};
-use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
+use crate::batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
 use crate::metrics::{BatchCommitted, SinkMetrics};
 
 /// The `sink` label of this sink's metrics.
@@ -33,11 +34,12 @@ pub struct SqliteSink {
     path: PathBuf,
     dedupe_window: Duration,
     metrics: SinkMetrics,
+    calls: CallCache,
 }
 
 impl SqliteSink {
     /// Opens (creating it and its directory if needed) the database, sets WAL and
-    /// `synchronous=FULL`, and migrates the schema to the latest version.
+    /// `synchronous=NORMAL`, and migrates the schema to the latest version.
     pub fn open(settings: &SqliteSinkSettings) -> Result<SqliteSink> {
         let path = settings.path.clone();
         if let Some(directory) = path
@@ -68,6 +70,7 @@ impl SqliteSink {
             path,
             dedupe_window: settings.dedupe_window,
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
+            calls: CallCache::new(settings.call_cache_calls),
         })
     }
 
@@ -106,12 +109,11 @@ impl SqliteSink {
             write_item(&transaction, &mut tally, item)?;
         }
         crate::failpoints::crash_at("sink::mid_transaction");
-        for (source, call_id) in &tally.touched_calls {
-            writes::recompute_call(&transaction, source, call_id)?;
-        }
+        let kept = self.calls.write_rows(&transaction, &tally.touched_calls)?;
         tally.outcome.calls_touched = tally.touched_calls.len() as u64;
         writes::store_offsets(&transaction, &batch.consumer, &batch.offsets)?;
         transaction.commit()?;
+        self.calls.keep(kept);
         let committed = BatchCommitted {
             outcome: tally.outcome,
             elapsed: started.elapsed(),
@@ -120,6 +122,26 @@ impl SqliteSink {
         };
         committed.emit(&self.metrics);
         Ok(committed.outcome)
+    }
+
+    /// Makes every committed batch durable against a power loss (commits are durable against
+    /// a crash of the process at once; see `schema::configure`): syncs the WAL and the
+    /// database file. Call it before anything upstream is released because of those commits
+    /// (the raw log's retention offset).
+    pub fn sync_to_disk(&self) -> Result<()> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        for file in [PathBuf::from(wal), self.path.clone()] {
+            match std::fs::File::open(&file) {
+                Ok(handle) => handle.sync_data().map_err(|source| SqliteSinkError::Sync {
+                    path: file.clone(),
+                    source,
+                })?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(SqliteSinkError::Sync { path: file, source }),
+            }
+        }
+        Ok(())
     }
 
     /// Returns `(partition, next_offset)` for every partition `consumer` has committed, sorted
@@ -169,8 +191,8 @@ struct BatchTally<'a> {
     outcome: CommitOutcome,
     events_by_type: [u64; EventType::ALL.len()],
     dead_letters_by_reason: BTreeMap<&'a str, u64>,
-    /// `(source_name, call_id)` of every call that got a new event.
-    touched_calls: BTreeSet<(&'a str, &'a str)>,
+    /// The new call events of the batch, by `(source_name, call_id)`.
+    touched_calls: TouchedCalls<'a>,
 }
 
 /// Writes one item of a batch.
@@ -219,19 +241,20 @@ fn write_push<'a>(
     source: &str,
     dedupe_key: &str,
     received_at: &DateTime<Utc>,
-    events: &'a [CloudEvent],
+    events: &'a [SinkEvent],
 ) -> Result<()> {
     if !writes::insert_dedupe_key(connection, source, dedupe_key, received_at)? {
         tally.outcome.duplicates_skipped += 1;
         return Ok(());
     }
-    for event in events {
+    for sink_event in events {
+        let event = &sink_event.event;
         debug_assert_eq!(
             event.data.source_name, source,
             "event `{}` is from another source",
             event.id
         );
-        if !writes::insert_event(connection, event, received_at)? {
+        if !writes::insert_event(connection, sink_event, received_at)? {
             tally.outcome.events_already_stored += 1;
             continue;
         }
@@ -250,7 +273,9 @@ fn write_push<'a>(
         if let (Some(call_id), false) = (call_id, event.event_type.is_agent_event()) {
             tally
                 .touched_calls
-                .insert((&event.data.source_name, call_id));
+                .entry((&event.data.source_name, call_id))
+                .or_default()
+                .push(sink_event);
         }
     }
     Ok(())

@@ -4,14 +4,17 @@
 //! caller ([`super::sink::SqliteSink::commit_batch`]) owns the transaction, so an error in any
 //! of them leaves nothing of the batch behind.
 
-use callhook_schemas::{CloudEvent, TimeSource};
+use std::sync::LazyLock;
+
+use callhook_schemas::TimeSource;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::agents::AgentUpdate;
-use super::calls_fold::{fold_call, CallRow, StoredCallEvent};
+use super::calls_fold::{CallRow, StoredCallEvent};
 use super::codec::{decode_event_type, decode_time, encode_time, to_sql_integer};
 use super::error::{Result, SqliteSinkError};
+use crate::batch::SinkEvent;
 
 /// Records a push's dedupe key; returns false when it was already recorded (a duplicate).
 pub(crate) fn insert_dedupe_key(
@@ -26,16 +29,15 @@ pub(crate) fn insert_dedupe_key(
     Ok(statement.execute(params![source, key, encode_time(seen_at)])? == 1)
 }
 
-/// Stores an event; returns false when an event with its id is already stored.
+/// Stores an event (its data as the mapping stage serialized it); returns false when an
+/// event with its id is already stored.
 pub(crate) fn insert_event(
     connection: &Connection,
-    event: &CloudEvent,
+    sink_event: &SinkEvent,
     received_at: &DateTime<Utc>,
 ) -> Result<bool> {
-    let data = serde_json::to_string(&event.data).map_err(|source| SqliteSinkError::Encode {
-        id: event.id.clone(),
-        source,
-    })?;
+    let event = &sink_event.event;
+    let data = &sink_event.data_json;
     let timesource = match event.timesource {
         TimeSource::Vendor => "vendor",
         TimeSource::Received => "received",
@@ -137,7 +139,8 @@ pub(crate) fn load_call_events(
     call_id: &str,
 ) -> Result<Vec<StoredCallEvent>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, type, time, data FROM events WHERE source_name = ?1 AND call_id = ?2",
+        "SELECT id, type, time, data FROM events \
+         WHERE source_name = ?1 AND subject = ?2 AND call_id = ?2",
     )?;
     let mut rows = statement.query(params![source, call_id])?;
     let mut events = Vec::new();
@@ -161,65 +164,155 @@ pub(crate) fn load_call_events(
     Ok(events)
 }
 
-/// Recomputes the `calls` row of one call from all of its stored events.
-pub(crate) fn recompute_call(connection: &Connection, source: &str, call_id: &str) -> Result<()> {
-    let events = load_call_events(connection, source, call_id)?;
-    match fold_call(source, call_id, events) {
-        Some(row) => write_call_row(connection, &row),
-        None => {
-            // Only reachable if a caller marked a call touched by an agent event alone.
-            debug_assert!(false, "call touched without call events");
-            Ok(())
-        }
-    }
+/// Returns the revision of a call's row, or `None` when it has none.
+pub(crate) fn call_revision(
+    connection: &Connection,
+    source: &str,
+    call_id: &str,
+) -> Result<Option<i64>> {
+    let mut statement = connection
+        .prepare_cached("SELECT revision FROM calls WHERE source = ?1 AND call_id = ?2")?;
+    Ok(statement
+        .query_row(params![source, call_id], |row| row.get(0))
+        .optional()?)
 }
 
-/// Writes (inserts or replaces) a `calls` row.
-fn write_call_row(connection: &Connection, row: &CallRow) -> Result<()> {
+/// The columns a `calls` row is written with, in the order of [`call_row_params`].
+const CALL_COLUMNS: [&str; 26] = [
+    "source",
+    "call_id",
+    "vendor",
+    "direction",
+    "caller",
+    "caller_e164",
+    "callee",
+    "callee_e164",
+    "agent_number",
+    "agent_name",
+    "queue",
+    "queue_name",
+    "parent_call_id",
+    "first_event_at",
+    "started_at",
+    "ringing_at",
+    "answered_at",
+    "ended_at",
+    "disposition",
+    "disposition_raw",
+    "talk_seconds",
+    "recording_url",
+    "correlation",
+    "events_count",
+    "last_event_type",
+    "last_event_at",
+];
+
+/// `INSERT INTO calls (...) VALUES (?1, ...)` with revision 1.
+static INSERT_CALL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO calls ({}, revision) VALUES ({}, 1)",
+        CALL_COLUMNS.join(", "),
+        (1..=CALL_COLUMNS.len())
+            .map(|n| format!("?{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+});
+
+/// `UPDATE calls SET ... , revision = revision + 1` of one row, the last parameter the
+/// expected revision (`NULL`: any).
+static UPDATE_CALL_SQL: LazyLock<String> = LazyLock::new(|| {
+    let assignments = CALL_COLUMNS[2..]
+        .iter()
+        .enumerate()
+        .map(|(index, column)| format!("{column} = ?{}", index + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let check = CALL_COLUMNS.len() + 1;
+    format!(
+        "UPDATE calls SET {assignments}, revision = revision + 1 \
+         WHERE source = ?1 AND call_id = ?2 AND (?{check} IS NULL OR revision = ?{check}) \
+         RETURNING revision"
+    )
+});
+
+/// Inserts a new `calls` row, revision 1.
+pub(crate) fn insert_call_row(connection: &Connection, row: &CallRow) -> Result<()> {
+    let mut statement = connection.prepare_cached(&INSERT_CALL_SQL)?;
+    let values = call_row_params(row)?;
+    statement.execute(rusqlite::params_from_iter(values.iter()))?;
+    Ok(())
+}
+
+/// Rewrites a `calls` row and bumps its revision; with `expected`, only if the stored
+/// revision is that one. Returns the new revision, or `None` when nothing was written (another
+/// revision, or no row).
+pub(crate) fn update_call_row(
+    connection: &Connection,
+    row: &CallRow,
+    expected: Option<i64>,
+) -> Result<Option<i64>> {
+    let mut statement = connection.prepare_cached(&UPDATE_CALL_SQL)?;
+    let mut values = call_row_params(row)?;
+    values.push(expected.map_or(
+        rusqlite::types::Value::Null,
+        rusqlite::types::Value::Integer,
+    ));
+    Ok(statement
+        .query_row(rusqlite::params_from_iter(values.iter()), |found| {
+            found.get(0)
+        })
+        .optional()?)
+}
+
+/// A `calls` row's values, in the order of [`CALL_COLUMNS`].
+fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
+    use rusqlite::types::Value as Sql;
     let correlation =
         serde_json::to_string(&row.correlation).map_err(|source| SqliteSinkError::Encode {
             id: row.call_id.clone(),
             source,
         })?;
-    let time = |value: &Option<DateTime<Utc>>| value.as_ref().map(encode_time);
-    let mut statement = connection.prepare_cached(
-        "INSERT OR REPLACE INTO calls (source, call_id, vendor, direction, caller, caller_e164, callee, \
-         callee_e164, agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, \
-         started_at, ringing_at, answered_at, ended_at, disposition, disposition_raw, talk_seconds, \
-         recording_url, correlation, events_count, last_event_type, last_event_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-         ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-    )?;
-    statement.execute(params![
-        row.source,
-        row.call_id,
-        row.vendor,
-        row.direction.as_str(),
-        row.caller.as_ref().map(|number| &number.raw),
-        row.caller.as_ref().and_then(|number| number.e164.as_ref()),
-        row.callee.as_ref().map(|number| &number.raw),
-        row.callee.as_ref().and_then(|number| number.e164.as_ref()),
-        row.agent_number,
-        row.agent_name,
-        row.queue,
-        row.queue_name,
-        row.parent_call_id,
-        encode_time(&row.first_event_at),
+    let text = |value: Option<&str>| value.map_or(Sql::Null, |text| Sql::Text(text.to_owned()));
+    let time = |value: &Option<DateTime<Utc>>| text(value.as_ref().map(encode_time).as_deref());
+    Ok(vec![
+        Sql::Text(row.source.clone()),
+        Sql::Text(row.call_id.clone()),
+        Sql::Text(row.vendor.clone()),
+        Sql::Text(row.direction.as_str().to_owned()),
+        text(row.caller.as_ref().map(|number| number.raw.as_str())),
+        text(
+            row.caller
+                .as_ref()
+                .and_then(|number| number.e164.as_deref()),
+        ),
+        text(row.callee.as_ref().map(|number| number.raw.as_str())),
+        text(
+            row.callee
+                .as_ref()
+                .and_then(|number| number.e164.as_deref()),
+        ),
+        text(row.agent_number.as_deref()),
+        text(row.agent_name.as_deref()),
+        text(row.queue.as_deref()),
+        text(row.queue_name.as_deref()),
+        text(row.parent_call_id.as_deref()),
+        Sql::Text(encode_time(&row.first_event_at)),
         time(&row.started_at),
         time(&row.ringing_at),
         time(&row.answered_at),
         time(&row.ended_at),
-        row.disposition.map(|value| value.as_str()),
-        row.disposition_raw,
-        row.talk_seconds
-            .map(|seconds| i64::try_from(seconds).unwrap_or(i64::MAX)),
-        row.recording_url,
-        correlation,
-        to_sql_integer("events_count", row.events_count)?,
-        row.last_event_type.as_str(),
-        encode_time(&row.last_event_at),
-    ])?;
-    Ok(())
+        text(row.disposition.map(|value| value.as_str())),
+        text(row.disposition_raw.as_deref()),
+        row.talk_seconds.map_or(Sql::Null, |seconds| {
+            Sql::Integer(i64::try_from(seconds).unwrap_or(i64::MAX))
+        }),
+        text(row.recording_url.as_deref()),
+        Sql::Text(correlation),
+        Sql::Integer(to_sql_integer("events_count", row.events_count)?),
+        Sql::Text(row.last_event_type.as_str().to_owned()),
+        Sql::Text(encode_time(&row.last_event_at)),
+    ])
 }
 
 /// Returns whether `(source, key)` is in the dedupe store.

@@ -107,7 +107,7 @@ pub fn push(dedupe_key: &str, events: Vec<CloudEvent>) -> SinkItem {
         source: SOURCE.to_owned(),
         dedupe_key: dedupe_key.to_owned(),
         received_at: at(1000),
-        events,
+        events: callhook_sinks::SinkEvent::encode_all(events).expect("events encode"),
     }
 }
 

@@ -1,0 +1,146 @@
+//! Keeping `calls` rows up to date, one batch at a time, without reading calls back.
+//!
+//! A batch's new call events are grouped by call ([`TouchedCalls`]); each touched call's row is
+//! then written once. Its [`CallFold`] comes from, in order of preference:
+//!
+//! 1. the in-memory cache of recent calls ([`CallCache`], an LRU bounded by
+//!    `call_cache_calls`), if the row's `revision` is still the one the cache wrote: the
+//!    batch's new events are added to it, and the row is updated only if its revision is still
+//!    the cached one (another writer, a second normalizer on the same file or an in-place
+//!    replay, bumps it; the fold is then rebuilt from the stored events instead);
+//! 2. nothing, when the call has no row yet (its first events are in this batch): the fold is
+//!    the batch's events;
+//! 3. the stored events of the call, when it has a row but is not cached ([`fold_call`](super::calls_fold::fold_call) over
+//!    everything stored, this batch's events included).
+//!
+//! The result equals [`fold_call`](super::calls_fold::fold_call) over every stored event of the call in all three cases,
+//! because a fold does not depend on the order its events were added in. Folds enter the cache
+//! only after the batch's transaction committed ([`CallCache::keep`]); a batch that rolls back
+//! leaves the cache as it was, minus the folds it took out, which are rebuilt when needed.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use rusqlite::Connection;
+
+use super::calls_fold::CallFold;
+use super::error::Result;
+use super::writes;
+use crate::batch::SinkEvent;
+
+/// A batch's newly stored call events, by `(source_name, call_id)`.
+pub(crate) type TouchedCalls<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a SinkEvent>>;
+
+/// The cache key: `(source_name, call_id)`.
+type CallKey = (String, String);
+
+/// A call's fold as of the row revision it wrote.
+#[derive(Debug)]
+pub(crate) struct CachedFold {
+    fold: CallFold,
+    revision: i64,
+}
+
+/// The folds of recent calls.
+#[derive(Debug)]
+pub(crate) struct CallCache {
+    folds: LruCache<CallKey, CachedFold>,
+}
+
+impl CallCache {
+    /// A cache of at most `capacity` calls.
+    pub(crate) fn new(capacity: NonZeroUsize) -> Self {
+        CallCache {
+            folds: LruCache::new(capacity),
+        }
+    }
+
+    /// Writes the row of every touched call inside the caller's transaction; returns the
+    /// folds to [`CallCache::keep`] once it commits.
+    pub(crate) fn write_rows(
+        &mut self,
+        connection: &Connection,
+        touched: &TouchedCalls<'_>,
+    ) -> Result<Vec<(CallKey, CachedFold)>> {
+        let mut kept = Vec::with_capacity(touched.len());
+        for (&(source, call_id), new_events) in touched {
+            let key = (source.to_owned(), call_id.to_owned());
+            let written = match self.folds.pop(&key) {
+                Some(cached) => write_cached(connection, source, call_id, cached, new_events)?,
+                None => write_uncached(connection, source, call_id, new_events)?,
+            };
+            if let Some(written) = written {
+                kept.push((key, written));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Keeps the folds of a committed batch.
+    pub(crate) fn keep(&mut self, kept: Vec<(CallKey, CachedFold)>) {
+        for (key, fold) in kept {
+            self.folds.put(key, fold);
+        }
+    }
+}
+
+fn add_all(fold: &mut CallFold, events: &[&SinkEvent]) {
+    for sink_event in events {
+        let event = &sink_event.event;
+        fold.add(event.event_type, event.time, &event.id, &event.data);
+    }
+}
+
+/// Case 1: the cached fold plus the batch's events, if the row did not change meanwhile.
+fn write_cached(
+    connection: &Connection,
+    source: &str,
+    call_id: &str,
+    cached: CachedFold,
+    new_events: &[&SinkEvent],
+) -> Result<Option<CachedFold>> {
+    let mut fold = cached.fold;
+    add_all(&mut fold, new_events);
+    let Some(row) = fold.row() else {
+        return Ok(None);
+    };
+    match writes::update_call_row(connection, &row, Some(cached.revision))? {
+        Some(revision) => Ok(Some(CachedFold { fold, revision })),
+        // Another writer changed the row since: fold everything stored instead.
+        None => write_uncached(connection, source, call_id, new_events),
+    }
+}
+
+/// Cases 2 and 3: a new call from the batch's events, or a stored one from its events.
+fn write_uncached(
+    connection: &Connection,
+    source: &str,
+    call_id: &str,
+    new_events: &[&SinkEvent],
+) -> Result<Option<CachedFold>> {
+    match writes::call_revision(connection, source, call_id)? {
+        None => {
+            let mut fold = CallFold::new(source, call_id);
+            add_all(&mut fold, new_events);
+            let Some(row) = fold.row() else {
+                return Ok(None);
+            };
+            writes::insert_call_row(connection, &row)?;
+            Ok(Some(CachedFold { fold, revision: 1 }))
+        }
+        Some(revision) => {
+            let events = writes::load_call_events(connection, source, call_id)?;
+            let mut fold = CallFold::new(source, call_id);
+            for event in &events {
+                fold.add(event.event_type, event.time, &event.id, &event.data);
+            }
+            let Some(row) = fold.row() else {
+                return Ok(None);
+            };
+            let revision =
+                writes::update_call_row(connection, &row, Some(revision))?.unwrap_or(revision + 1);
+            Ok(Some(CachedFold { fold, revision }))
+        }
+    }
+}
