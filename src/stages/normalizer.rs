@@ -55,10 +55,14 @@ fn embedded_factory(
     let normalizer = settings.normalizer.clone();
     let attempts = attempts_dir(settings);
     Box::new(move || {
-        let reader = log.reader()?;
         let sink = SqliteSink::open(&sqlite)?;
-        let normalizer =
-            Normalizer::new(reader, sink, sources.clone(), normalizer.clone(), &attempts)?;
+        let normalizer = Normalizer::new(
+            log.clone(),
+            sink,
+            sources.clone(),
+            normalizer.clone(),
+            &attempts,
+        )?;
         Ok(Box::new(normalizer) as Box<dyn SupervisedLoop>)
     })
 }

@@ -221,7 +221,7 @@ fn prefill(
 }
 
 fn drain(
-    log: &EmbeddedLog,
+    log: &Arc<EmbeddedLog>,
     dir: &Path,
     sources: HashMap<String, SourceContext>,
     batch_records: Option<usize>,
@@ -236,7 +236,7 @@ fn drain(
     let cpu_started = own_cpu_time();
     let sink = SqliteSink::open(&SqliteSinkSettings::for_path(&db_path))?;
     let mut normalizer = Normalizer::new(
-        log.reader()?,
+        Arc::clone(log),
         sink,
         sources,
         settings,

@@ -20,7 +20,9 @@ use super::isolation::{Isolation, Treatment};
 use super::metrics::KafkaLoopMetrics;
 use super::produce::produce_batch;
 use super::rebalance::RebalanceContext;
-use crate::pipeline::records::{reason, DedupePruner, RecordMapper};
+use crate::pipeline::records::{
+    reason, DedupePruner, RecordMapper, CRASHED_DETAIL, PANICKED_DETAIL,
+};
 use crate::pipeline::{NormalizerSettings, PipelineError};
 use crate::push::SourceContext;
 use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, SupervisedLoop};
@@ -57,12 +59,6 @@ pub struct KafkaNormalizer {
     /// Why the last batch was abandoned (for `/readyz`).
     last_problem: String,
 }
-
-/// The detail of a `crashed_normalizer` dead letter.
-pub(crate) const CRASHED_DETAIL: &str = "the process died twice while this record was in flight alone (an abort, a stack overflow or an OOM kill); it is not mapped again";
-/// The detail of a `mapper_panic` dead letter whose rows panicked in a sink.
-pub(crate) const PANICKED_DETAIL: &str =
-    "building or storing its rows panicked (see the ERROR log)";
 
 /// What the loop does with a batch once read.
 enum BatchKind {

@@ -34,24 +34,29 @@
 //!   always after [`SqliteSink::sync_to_disk`] (the sink commits without an fsync each); that
 //!   offset only drives retention, so losing (or delaying) it is harmless.
 
+mod ahead;
 pub mod attempts;
 pub mod records;
+mod recovery;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callhook_rawlog::embedded::{LogReader, ReadRecord};
+use callhook_rawlog::embedded::{EmbeddedLog, LogReader};
 use callhook_sinks::failpoints::crash_at;
 use callhook_sinks::SqliteSink;
 
 use crate::push::SourceContext;
 use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, SupervisedLoop};
 use crate::telemetry::NormalizerMetrics;
-use attempts::{recovery, Attempt, AttemptJournal, Recovery};
-use records::{reason, DedupePruner, PendingBatch, RecordMapper};
+use ahead::{Ahead, MappedBatch, ReadAhead};
+use attempts::{recovery, AttemptJournal, Recovery};
+use records::{DedupePruner, PendingBatch, RecordMapper};
 
 pub use crate::config::{NormalizerConfig, NormalizerSettings};
 
@@ -64,6 +69,8 @@ pub const RAW_LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// The first and the longest pause after a sink refused a batch.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long the committing thread waits for the next batch before it looks at the rest.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(200);
 
 /// Why the loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -85,17 +92,25 @@ pub enum PipelineError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The read-ahead thread could not be started or died.
+    #[error("read-ahead thread: {0}")]
+    Thread(String),
 }
 
-/// A batch in the making: what the sink commits, and per partition the range it covers.
-struct Batch {
-    pending: PendingBatch,
-    ranges: Vec<(u32, u64, u64)>,
+/// How a pipelined run ended.
+enum RunEnd {
+    /// Asked to stop.
+    Stopped,
+    /// Caught up (drain only).
+    Drained,
+    /// A sink panicked on a batch: its records are to be worked off one by one.
+    Isolate,
 }
 
-/// The normalizer: owns a raw-log reader, the SQLite sink and the dedupe LRU. Every method
-/// blocks on SQLite, so it runs on its own thread ([`Normalizer::run`]).
+/// The normalizer: reads the raw log, maps on a read-ahead thread, commits to the SQLite sink
+/// with the dedupe LRU in front. Every method blocks on SQLite, so it runs on its own thread.
 pub struct Normalizer {
+    log: Arc<EmbeddedLog>,
     reader: LogReader,
     sink: SqliteSink,
     mapper: RecordMapper,
@@ -103,7 +118,8 @@ pub struct Normalizer {
     next_offsets: Vec<u64>,
     metrics: NormalizerMetrics,
     pruner: DedupePruner,
-    journal: AttemptJournal,
+    /// `None` while the read-ahead thread holds it.
+    journal: Option<AttemptJournal>,
     /// Per partition: what to do from its next offset on ([`attempts`]).
     recovery: Vec<Recovery>,
     /// Sink-committed offsets not yet recorded in the raw log, and when it last was.
@@ -112,15 +128,16 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
-    /// Builds the loop, positions it at the sink's stored offsets, and reads the attempt
-    /// journal in `attempts_dir` to find a batch a dead process left in flight.
+    /// Builds the loop over `log`, positions it at the sink's stored offsets, and reads the
+    /// attempt journal in `attempts_dir` to find a batch a dead process left in flight.
     pub fn new(
-        reader: LogReader,
+        log: Arc<EmbeddedLog>,
         sink: SqliteSink,
         sources: HashMap<String, SourceContext>,
         settings: NormalizerSettings,
         attempts_dir: &Path,
     ) -> Result<Self, PipelineError> {
+        let reader = log.reader()?;
         let partitions = reader.partitions();
         let stored: HashMap<u32, u64> = sink
             .stored_offsets(&settings.consumer_group)?
@@ -154,6 +171,7 @@ impl Normalizer {
             .create_dead_letter_series(records::dead_letter_reasons());
         let pruner = DedupePruner::new(settings.prune_interval);
         Ok(Normalizer {
+            log,
             reader,
             sink,
             mapper,
@@ -161,7 +179,7 @@ impl Normalizer {
             next_offsets,
             metrics,
             pruner,
-            journal,
+            journal: Some(journal),
             recovery: plans,
             raw_log_commit_due: false,
             raw_log_committed_at: None,
@@ -176,118 +194,202 @@ impl Normalizer {
         shutdown: &AtomicBool,
         health: &NormalizerHealth,
     ) -> Result<(), PipelineError> {
+        let result = self.run_phases(shutdown, health, false);
+        // What was committed is recorded in the raw log (retention); the rest waits there for
+        // the next start.
+        self.commit_raw_log_offsets(true);
+        result.map(|_| ())
+    }
+
+    /// Consumes everything committed to the log so far; returns the records consumed.
+    pub fn drain(&mut self) -> Result<u64, PipelineError> {
+        let before: u64 = self.next_offsets.iter().sum();
+        let never = AtomicBool::new(false);
+        self.run_phases(&never, &NormalizerHealth::new(), true)?;
+        self.commit_raw_log_offsets(true);
+        Ok(self.next_offsets.iter().sum::<u64>() - before)
+    }
+
+    /// Alternates between working off recovering partitions (one record per commit, on this
+    /// thread) and the pipelined run, until stopped (or, draining, caught up).
+    fn run_phases(
+        &mut self,
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+        drain: bool,
+    ) -> Result<RunEnd, PipelineError> {
+        loop {
+            crate::failpoints::panic_at("normalizer::step");
+            while !shutdown.load(Ordering::Acquire) && self.recovering() {
+                self.retrying(|normalizer| normalizer.recover_one(), shutdown, health)?;
+            }
+            if shutdown.load(Ordering::Acquire) {
+                return Ok(RunEnd::Stopped);
+            }
+            match self.run_pipelined(shutdown, health, drain)? {
+                RunEnd::Isolate => continue,
+                end => return Ok(end),
+            }
+        }
+    }
+
+    /// Runs `step` until it succeeds; a retryable sink error is retried with backoff.
+    fn retrying<T>(
+        &mut self,
+        mut step: impl FnMut(&mut Self) -> Result<T, PipelineError>,
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+    ) -> Result<Option<T>, PipelineError> {
         let mut backoff = RETRY_MIN;
         loop {
-            let generation = self.reader.append_generation();
-            let result = self.step();
-            if shutdown.load(Ordering::Acquire) {
-                // The current batch is committed (or failed as a whole); the rest waits in
-                // the raw log for the next start.
-                self.commit_raw_log_offsets(true);
-                return result.map(|_| ());
-            }
-            match result {
-                Ok(consumed) => {
+            match step(self) {
+                Ok(value) => {
                     health.running();
-                    backoff = RETRY_MIN;
-                    if consumed == 0 {
-                        self.reader
-                            .wait_for_append(generation, self.settings.idle_wait);
-                    }
+                    return Ok(Some(value));
                 }
                 Err(PipelineError::Sink(error)) if error.is_retryable() => {
                     tracing::error!(error = %error, backoff_ms = backoff.as_millis() as u64, "sink commit failed; retrying the batch");
                     health.retrying(format!("sink commit failing: {error}"));
                     self.metrics.commit_failures.inc();
                     sleep_unless_stopped(backoff, shutdown);
+                    if shutdown.load(Ordering::Acquire) {
+                        return Ok(None);
+                    }
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn recovering(&self) -> bool {
+        self.recovery.iter().any(|plan| *plan != Recovery::Normal)
+    }
+
+    /// Starts the read-ahead thread and commits what it maps, in order, until stopped, caught
+    /// up (drain), or a sink panic sends the loop back to record-by-record recovery.
+    fn run_pipelined(
+        &mut self,
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+        drain: bool,
+    ) -> Result<RunEnd, PipelineError> {
+        let committed: Arc<Vec<AtomicU64>> = Arc::new(
+            self.next_offsets
+                .iter()
+                .map(|o| AtomicU64::new(*o))
+                .collect(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stage = ReadAhead {
+            reader: self.log.reader()?,
+            sources: self.mapper.sources(),
+            journal: self
+                .journal
+                .take()
+                .ok_or_else(|| PipelineError::Thread("the journal is already in use".into()))?,
+            positions: self.next_offsets.clone(),
+            committed: Arc::clone(&committed),
+            max_batch_records: self.settings.max_batch_records,
+            idle_wait: self.settings.idle_wait,
+            until_caught_up: drain,
+            stop: Arc::clone(&stop),
+        };
+        let (sender, receiver) = mpsc::sync_channel(1);
+        // It inherits this thread's CPU priority (Linux keeps nice per thread, and a new
+        // thread starts with its creator's).
+        let thread = std::thread::Builder::new()
+            .name("normalizer-map".into())
+            .spawn(move || stage.run(sender))
+            .map_err(|error| PipelineError::Thread(error.to_string()))?;
+        let end = self.commit_ahead(&receiver, &committed, shutdown, health);
+        stop.store(true, Ordering::Release);
+        drop(receiver);
+        let finished = thread
+            .join()
+            .map_err(|panic| PipelineError::Thread(panic_message(panic.as_ref())))?;
+        self.journal = Some(finished.journal);
+        let end = end?;
+        if let RunEnd::Isolate = end {
+            for (partition, read_to) in finished.positions.iter().enumerate() {
+                let from = self.next_offsets[partition];
+                if *read_to > from {
+                    self.recovery[partition] = Recovery::Isolate {
+                        from,
+                        through: *read_to,
+                        first_attempts: 1,
+                    };
+                }
+            }
+        }
+        finished.result?;
+        Ok(end)
+    }
+
+    /// The committing side of [`Normalizer::run_pipelined`].
+    fn commit_ahead(
+        &mut self,
+        receiver: &mpsc::Receiver<Ahead>,
+        committed: &[AtomicU64],
+        shutdown: &AtomicBool,
+        health: &NormalizerHealth,
+    ) -> Result<RunEnd, PipelineError> {
+        loop {
+            if shutdown.load(Ordering::Acquire) {
+                return Ok(RunEnd::Stopped);
+            }
+            match receiver.recv_timeout(HOUSEKEEPING_TICK) {
+                Ok(Ahead::Batch(batch)) => {
+                    let outcome = self.retrying(
+                        |normalizer| normalizer.commit_mapped(&batch),
+                        shutdown,
+                        health,
+                    )?;
+                    match outcome {
+                        None => return Ok(RunEnd::Stopped),
+                        Some(false) => return Ok(RunEnd::Isolate),
+                        Some(true) => {}
+                    }
+                    for (partition, next) in self.next_offsets.iter().enumerate() {
+                        committed[partition].store(*next, Ordering::Release);
+                    }
+                }
+                Ok(Ahead::CaughtUp) => {
+                    health.running();
+                    self.commit_raw_log_offsets(false);
+                    self.record_lag()?;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(RunEnd::Drained),
             }
             self.pruner.maybe_prune(&mut self.sink);
         }
     }
 
-    /// Consumes everything committed to the log so far; returns the records consumed.
-    pub fn drain(&mut self) -> Result<u64, PipelineError> {
-        let mut total = 0;
-        loop {
-            let consumed = self.step()?;
-            if consumed == 0 && self.recovery.iter().all(|plan| *plan == Recovery::Normal) {
-                self.commit_raw_log_offsets(true);
-                return Ok(total);
-            }
-            total += consumed as u64;
+    /// Commits one mapped batch through the dedupe LRU; returns false (nothing committed) when
+    /// the sink panicked on it.
+    fn commit_mapped(&mut self, mapped: &MappedBatch) -> Result<bool, PipelineError> {
+        let mut pending = PendingBatch::new(&self.settings.consumer_group);
+        for item in &mapped.items {
+            pending.admit(&mut self.mapper, item.clone());
         }
+        self.commit(&mut pending, &mapped.ranges)
     }
 
-    /// Reads, maps and commits one batch; returns how many records it consumed. A partition
-    /// left in flight by a dead process is worked off first, one record per commit.
-    pub fn step(&mut self) -> Result<usize, PipelineError> {
-        crate::failpoints::panic_at("normalizer::step");
-        if let Some(partition) = self
-            .recovery
-            .iter()
-            .position(|plan| *plan != Recovery::Normal)
-        {
-            return self.recover(partition as u32);
-        }
-        let mut batch = Batch {
-            pending: PendingBatch::new(&self.settings.consumer_group),
-            ranges: Vec::new(),
-        };
-        let mut read = Vec::new();
-        for partition in 0..self.reader.partitions() {
-            let from = self.next_offsets[partition as usize];
-            let records =
-                self.reader
-                    .read_each(partition, from, self.settings.max_batch_records)?;
-            let Some(last) = records.last().map(offset_of) else {
-                continue;
-            };
-            let first = records.first().map(offset_of).unwrap_or(last);
-            batch.ranges.push((partition, first, last + 1));
-            read.push(records);
-        }
-        if batch.ranges.is_empty() {
-            self.commit_raw_log_offsets(false);
-            self.record_lag()?;
-            return Ok(0);
-        }
-        self.journal_ranges(&batch.ranges, 1)?;
-        crash_at("normalizer::after_read");
-        for records in &read {
-            for record in records {
-                add_record(&mut batch.pending, &mut self.mapper, record);
-            }
-        }
-        crash_at("normalizer::after_map");
-        let consumed = batch.pending.records();
-        if !self.commit(&mut batch)? {
-            // The sink panicked on this batch: work it off one record per commit.
-            for (partition, from, through) in &batch.ranges {
-                self.recovery[*partition as usize] = Recovery::Isolate {
-                    from: *from,
-                    through: *through,
-                    first_attempts: 1,
-                };
-            }
-            return Ok(0);
-        }
-        Ok(consumed)
-    }
-
-    /// Commits `batch` with its offsets; returns false (nothing committed) when the sink
-    /// panicked on it.
-    fn commit(&mut self, batch: &mut Batch) -> Result<bool, PipelineError> {
-        batch.pending.batch.offsets = batch
-            .ranges
+    /// Commits `pending` with the offsets after `ranges`; returns false (nothing committed)
+    /// when the sink panicked on it.
+    fn commit(
+        &mut self,
+        pending: &mut PendingBatch,
+        ranges: &[(u32, u64, u64)],
+    ) -> Result<bool, PipelineError> {
+        pending.batch.offsets = ranges
             .iter()
             .map(|(partition, _, through)| (*partition, *through))
             .collect();
         let sink = &mut self.sink;
-        let pending = &batch.pending;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| sink.commit_batch(&pending.batch))) {
+        let batch = &pending.batch;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| sink.commit_batch(batch))) {
             Ok(result) => result?,
             Err(panic) => {
                 tracing::error!(panic = %panic_message(panic.as_ref()), records = pending.records(), "the sink panicked on a batch (rolled back); its records are committed one by one");
@@ -295,105 +397,14 @@ impl Normalizer {
             }
         };
         crash_at("normalizer::after_commit");
-        for (partition, _, through) in &batch.ranges {
+        for (partition, _, through) in ranges {
             self.next_offsets[*partition as usize] = *through;
         }
         self.raw_log_commit_due = true;
         self.commit_raw_log_offsets(false);
-        batch
-            .pending
-            .committed(&mut self.mapper, &outcome, &self.metrics);
+        pending.committed(&mut self.mapper, &outcome, &self.metrics);
         self.record_lag()?;
         Ok(true)
-    }
-
-    /// Works off one record of a partition left in flight by a dead process (or a batch the
-    /// sink panicked on): dead-letters it when it was in flight alone at two deaths, else maps
-    /// and commits it alone.
-    fn recover(&mut self, partition: u32) -> Result<usize, PipelineError> {
-        let index = partition as usize;
-        let offset = self.next_offsets[index];
-        let (through, attempts, crashed) = match self.recovery[index] {
-            Recovery::Normal => return Ok(0),
-            Recovery::DeadLetter { offset: at } => (at + 1, 0, true),
-            Recovery::Isolate {
-                through,
-                first_attempts,
-                ..
-            } => (through, first_attempts, false),
-        };
-        let mut records = self.reader.read_each(partition, offset, 1)?;
-        let Some(record) = records.pop().filter(|record| offset_of(record) < through) else {
-            // Nothing left of the range (retention, or it was the log's end).
-            self.recovery[index] = Recovery::Normal;
-            return Ok(0);
-        };
-        let at = offset_of(&record);
-        let mut batch = Batch {
-            pending: PendingBatch::new(&self.settings.consumer_group),
-            ranges: vec![(partition, at, at + 1)],
-        };
-        if crashed {
-            let detail = "the process died twice while this record was in flight alone (an abort, a stack overflow or an OOM kill); it is not mapped again".to_owned();
-            tracing::error!(raw_ref = %position_of(&record), "a record killed the normalizer twice; dead-lettered as crashed_normalizer");
-            add_dead_letter(
-                &mut batch.pending,
-                &record,
-                reason::CRASHED_NORMALIZER,
-                detail,
-            );
-        } else {
-            self.journal_ranges(&batch.ranges, attempts)?;
-            add_record(&mut batch.pending, &mut self.mapper, &record);
-        }
-        if !self.commit(&mut batch)? {
-            // Storing this one record's rows panicked: it is a dead letter.
-            let mut dead = Batch {
-                pending: PendingBatch::new(&self.settings.consumer_group),
-                ranges: batch.ranges.clone(),
-            };
-            let detail = "building or storing its rows panicked (see the ERROR log)".to_owned();
-            add_dead_letter(&mut dead.pending, &record, reason::MAPPER_PANIC, detail);
-            if !self.commit(&mut dead)? {
-                return Err(PipelineError::Sink(
-                    callhook_sinks::SqliteSinkError::CorruptRow {
-                        table: "dead_letters",
-                        detail: format!(
-                            "storing the dead letter of {} panicked",
-                            position_of(&record)
-                        ),
-                    },
-                ));
-            }
-        }
-        self.recovery[index] = if at + 1 < through {
-            Recovery::Isolate {
-                from: at + 1,
-                through,
-                first_attempts: 1,
-            }
-        } else {
-            Recovery::Normal
-        };
-        Ok(1)
-    }
-
-    fn journal_ranges(
-        &mut self,
-        ranges: &[(u32, u64, u64)],
-        attempts: u32,
-    ) -> Result<(), PipelineError> {
-        for (partition, from, through) in ranges {
-            let attempt = Attempt {
-                from: *from,
-                through: *through,
-                attempts,
-            };
-            self.journal
-                .store(*partition, attempt)
-                .map_err(|source| journal_error(self.journal.dir(), source))?;
-        }
-        Ok(())
     }
 
     /// Records the sink-committed offsets in the raw log (retention only) if any are pending
@@ -454,36 +465,6 @@ impl SupervisedLoop for Normalizer {
         health: &NormalizerHealth,
     ) -> Result<(), PipelineError> {
         (*self).run_until(stop, health)
-    }
-}
-
-fn offset_of(record: &ReadRecord) -> u64 {
-    record.position().offset
-}
-
-fn position_of(record: &ReadRecord) -> callhook_rawlog::Position {
-    record.position()
-}
-
-fn add_record(pending: &mut PendingBatch, mapper: &mut RecordMapper, record: &ReadRecord) {
-    match record {
-        ReadRecord::Decoded(stored) => {
-            pending.add(mapper, stored);
-        }
-        ReadRecord::Undecodable(kept) => {
-            pending.add_undecodable(kept);
-        }
-    }
-}
-
-fn add_dead_letter(pending: &mut PendingBatch, record: &ReadRecord, reason: &str, detail: String) {
-    match record {
-        ReadRecord::Decoded(stored) => {
-            pending.add_dead_letter(stored, reason, detail);
-        }
-        ReadRecord::Undecodable(kept) => {
-            pending.add_undecodable(kept);
-        }
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::UndecodableRecord;
@@ -44,6 +45,11 @@ pub mod reason {
     ];
 }
 
+/// The detail of a `crashed_normalizer` dead letter.
+pub const CRASHED_DETAIL: &str = "the process died twice while this record was in flight alone (an abort, a stack overflow or an OOM kill); it is not mapped again";
+/// The detail of a `mapper_panic` dead letter whose rows panicked in a sink.
+pub const PANICKED_DETAIL: &str = "building or storing its rows panicked (see the ERROR log)";
+
 /// Every dead-letter reason a record can get: the mapper's and the loop's.
 pub fn dead_letter_reasons() -> impl Iterator<Item = &'static str> {
     MapError::REASONS.into_iter().chain(reason::ALL)
@@ -51,7 +57,7 @@ pub fn dead_letter_reasons() -> impl Iterator<Item = &'static str> {
 
 /// Maps raw records of the configured sources, with the dedupe LRU in front of the sink.
 pub struct RecordMapper {
-    sources: HashMap<String, SourceContext>,
+    sources: Arc<HashMap<String, SourceContext>>,
     cache: DedupeCache,
 }
 
@@ -59,7 +65,7 @@ impl RecordMapper {
     /// Builds a mapper for `sources` with an LRU of `cache_keys` dedupe keys.
     pub fn new(sources: HashMap<String, SourceContext>, cache_keys: NonZeroUsize) -> Self {
         RecordMapper {
-            sources,
+            sources: Arc::new(sources),
             cache: DedupeCache::new(cache_keys),
         }
     }
@@ -74,60 +80,33 @@ impl RecordMapper {
         self.cache.len()
     }
 
+    /// Returns the configured sources, to map records on another thread ([`map_record`]).
+    pub fn sources(&self) -> Arc<HashMap<String, SourceContext>> {
+        Arc::clone(&self.sources)
+    }
+
     /// Maps one record and appends its sink item (a push or a dead letter) to `items`; a push
     /// whose dedupe key is in the LRU adds nothing.
     pub fn process(&mut self, stored: &StoredRecord, items: &mut Vec<SinkItem>) -> RecordOutcome {
-        let record = &stored.record;
-        let Some(ctx) = self.sources.get(&record.source) else {
-            items.push(dead_letter(
-                stored,
-                reason::UNKNOWN_SOURCE,
-                format!("source `{}` is not configured", record.source),
-            ));
-            return RecordOutcome::DeadLetter;
-        };
-        let push = RawPush {
-            method: &record.method,
-            content_type: record.content_type.as_deref(),
-            query: record.query.as_deref(),
-            headers: &record.headers,
-            body: &record.body,
-            received_at: record.received_at,
-        };
-        crate::failpoints::crash_if_record_matches(record);
-        // Mapping is pure and written not to panic; if it does anyway, that record is a dead
-        // letter and the loop goes on.
-        let mapped = match catch_unwind(AssertUnwindSafe(|| map_for_sinks(&push, ctx))) {
-            Ok(result) => result,
-            Err(panic) => {
-                let message = panic_message(panic.as_ref());
-                tracing::error!(raw_ref = %stored.position, source = %record.source, panic = %message, "mapping a push panicked; dead-lettered");
-                items.push(dead_letter(
-                    stored,
-                    reason::MAPPER_PANIC,
-                    format!("mapping panicked: {message}"),
-                ));
-                return RecordOutcome::DeadLetter;
-            }
-        };
-        match mapped {
-            Ok((dedupe_key, _)) if self.cache.contains(&record.source, &dedupe_key) => {
-                RecordOutcome::DuplicateInCache {
-                    source: record.source.clone(),
-                }
-            }
-            Ok((dedupe_key, events)) => {
-                items.push(SinkItem::Push {
-                    source: record.source.clone(),
-                    dedupe_key,
-                    received_at: record.received_at,
-                    events,
-                });
+        let item = map_record(&self.sources, stored);
+        self.admit(item, items)
+    }
+
+    /// Appends an item [`map_record`] made to `items`, unless it is a push whose dedupe key is
+    /// in the LRU.
+    pub fn admit(&mut self, item: SinkItem, items: &mut Vec<SinkItem>) -> RecordOutcome {
+        match &item {
+            SinkItem::Push {
+                source, dedupe_key, ..
+            } if self.cache.contains(source, dedupe_key) => RecordOutcome::DuplicateInCache {
+                source: source.clone(),
+            },
+            SinkItem::Push { .. } => {
+                items.push(item);
                 RecordOutcome::Mapped
             }
-            Err(error) => {
-                tracing::debug!(reason = error.reason(), raw_ref = %stored.position, source = %record.source, "push dead-lettered");
-                items.push(dead_letter(stored, error.reason(), error.to_string()));
+            SinkItem::DeadLetter { .. } => {
+                items.push(item);
                 RecordOutcome::DeadLetter
             }
         }
@@ -143,6 +122,52 @@ impl RecordMapper {
             {
                 self.cache.remember(source, dedupe_key);
             }
+        }
+    }
+}
+
+/// Maps one raw record of the configured `sources` into a sink item: its push (dedupe key and
+/// events, each event's data serialized once) or its dead letter. Pure, and safe to call on any
+/// thread; a panic while mapping is caught and makes the record a `mapper_panic` dead letter.
+pub fn map_record(sources: &HashMap<String, SourceContext>, stored: &StoredRecord) -> SinkItem {
+    let record = &stored.record;
+    let Some(ctx) = sources.get(&record.source) else {
+        return dead_letter(
+            stored,
+            reason::UNKNOWN_SOURCE,
+            format!("source `{}` is not configured", record.source),
+        );
+    };
+    let push = RawPush {
+        method: &record.method,
+        content_type: record.content_type.as_deref(),
+        query: record.query.as_deref(),
+        headers: &record.headers,
+        body: &record.body,
+        received_at: record.received_at,
+    };
+    crate::failpoints::crash_if_record_matches(record);
+    // Mapping is pure and written not to panic; if it does anyway, that record is a dead
+    // letter and the loop goes on.
+    match catch_unwind(AssertUnwindSafe(|| map_for_sinks(&push, ctx))) {
+        Ok(Ok((dedupe_key, events))) => SinkItem::Push {
+            source: record.source.clone(),
+            dedupe_key,
+            received_at: record.received_at,
+            events,
+        },
+        Ok(Err(error)) => {
+            tracing::debug!(reason = error.reason(), raw_ref = %stored.position, source = %record.source, "push dead-lettered");
+            dead_letter(stored, error.reason(), error.to_string())
+        }
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(raw_ref = %stored.position, source = %record.source, panic = %message, "mapping a push panicked; dead-lettered");
+            dead_letter(
+                stored,
+                reason::MAPPER_PANIC,
+                format!("mapping panicked: {message}"),
+            )
         }
     }
 }
@@ -206,28 +231,17 @@ impl PendingBatch {
         (self.batch.items.len() > before).then_some(before)
     }
 
+    /// Adds an item mapped elsewhere ([`map_record`]), through the LRU.
+    pub fn admit(&mut self, mapper: &mut RecordMapper, item: SinkItem) {
+        self.outcomes
+            .push(mapper.admit(item, &mut self.batch.items));
+    }
+
     /// Adds the dead letter of a raw-log row whose metadata does not decode.
     pub fn add_undecodable(&mut self, record: &UndecodableRecord) -> usize {
-        let stored = StoredRecord {
-            position: record.position,
-            key: record.key.clone(),
-            record: RawRecord {
-                source: record.source.clone(),
-                received_at: record.received_at,
-                method: String::new(),
-                content_type: None,
-                query: None,
-                remote_addr: None,
-                request_id: String::new(),
-                headers: Vec::new(),
-                body: record.body.clone(),
-            },
-        };
-        self.add_dead_letter(
-            &stored,
-            reason::UNDECODABLE_RECORD,
-            format!("the raw record does not decode: {}", record.detail),
-        )
+        self.batch.items.push(dead_letter_of_undecodable(record));
+        self.outcomes.push(RecordOutcome::DeadLetter);
+        self.batch.items.len() - 1
     }
 
     /// Adds a dead letter for a record that never reached the mapper (e.g. undecodable);
@@ -260,6 +274,30 @@ impl PendingBatch {
         }
         .emit(metrics);
     }
+}
+
+/// Builds the dead letter of a raw-log row whose metadata does not decode.
+pub fn dead_letter_of_undecodable(record: &UndecodableRecord) -> SinkItem {
+    let stored = StoredRecord {
+        position: record.position,
+        key: record.key.clone(),
+        record: RawRecord {
+            source: record.source.clone(),
+            received_at: record.received_at,
+            method: String::new(),
+            content_type: None,
+            query: None,
+            remote_addr: None,
+            request_id: String::new(),
+            headers: Vec::new(),
+            body: record.body.clone(),
+        },
+    };
+    dead_letter(
+        &stored,
+        reason::UNDECODABLE_RECORD,
+        format!("the raw record does not decode: {}", record.detail),
+    )
 }
 
 /// Builds the dead letter of a record (`raw_ref` = its position, detail truncated).
