@@ -84,6 +84,7 @@ fn finish_one(
         timesource,
         datacontenttype: "application/json".to_owned(),
         dataschema: DATA_SCHEMA_URI.to_owned(),
+        mappingversion: Some(crate::mapping::mapping_version()),
         data,
     }
 }

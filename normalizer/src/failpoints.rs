@@ -6,6 +6,18 @@
 use callhook_rawlog::RawRecord;
 pub use callhook_sinks::failpoints::{crash_at, panic_at, setup, Scenario, POINTS};
 
+/// The point that switches the mapping to its test-only variant, version
+/// `MAPPING_VERSION + 1000` (`normalizer::mapping_variant=return`): 7moor's outbound
+/// `call.ringing` events say `inbound`, and the otherwise unknown 7moor push type `variantPush`
+/// maps as `dialoutRing`. The replay and redrive tests use it as "a fixed mapping".
+pub const MAPPING_VARIANT: &str = "normalizer::mapping_variant";
+
+/// Returns true when the test-only mapping variant is armed.
+#[inline]
+pub fn mapping_variant() -> bool {
+    callhook_sinks::failpoints::armed(MAPPING_VARIANT).is_some()
+}
+
 /// The point that makes a marked record fatal to map.
 pub const POISON: &str = "normalizer::poison";
 

@@ -34,6 +34,6 @@ pub mod vendors;
 pub use build::{Draft, Mapped};
 pub use error::MapError;
 pub use kafka::{KafkaConsumerConfig, KafkaConsumerSettings, KafkaNormalizer};
-pub use mapping::map_push;
+pub use mapping::{map_push, mapping_version, MAPPING_VERSION};
 pub use pipeline::{Normalizer, NormalizerConfig, NormalizerSettings, PipelineError};
 pub use push::{china_offset, Dialect, RawPush, SourceContext};

@@ -45,6 +45,7 @@ mod error;
 pub mod partition;
 mod reader;
 mod schema;
+mod snapshot;
 mod state;
 mod telemetry;
 mod writer;
@@ -63,6 +64,7 @@ use tokio::sync::{oneshot, watch};
 pub use config::{ConfigError, EmbeddedLogConfig, EmbeddedLogSettings, IntegrityCheck};
 pub use error::{EmbeddedLogError, Result};
 pub use reader::{LogReader, ReadRecord, UndecodableRecord};
+pub use snapshot::LogSnapshot;
 pub use state::LogStats;
 
 use crate::{AppendError, BoxFuture, LogAppender, Position, RawRecord};

@@ -30,6 +30,11 @@ pub struct CloudEvent {
     pub datacontenttype: String,
     /// Names the data schema and its major version ([`crate::DATA_SCHEMA_URI`]).
     pub dataschema: String,
+    /// Extension attribute: the version of callhook's mapping that produced the event
+    /// (`callhook_normalizer::MAPPING_VERSION`), so that a replay can say what changed and a
+    /// consumer can tell old derivations from new. Absent on events mapped before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mappingversion: Option<u32>,
     /// The call-event payload.
     pub data: CallEventData,
 }

@@ -100,6 +100,7 @@ fn full_event() -> CloudEvent {
         timesource: TimeSource::Vendor,
         datacontenttype: "application/json".into(),
         dataschema: DATA_SCHEMA_URI.into(),
+        mappingversion: Some(2),
         data,
     }
 }

@@ -119,7 +119,14 @@ fn main() -> anyhow::Result<()> {
     };
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let memory_before_drain = own_memory();
-    let drain = drain(&log, &dir, sources, args.batch_records)?;
+    // On a thread of its own name, so that a profile tells the drain from the pre-fill.
+    let drain = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("normalizer".into())
+            .spawn_scoped(scope, || drain(&log, &dir, sources, args.batch_records))
+            .map(|thread| thread.join())
+    })?
+    .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
     log.close()?;
     let output = json!({
         "pushes": args.pushes,

@@ -49,12 +49,12 @@ use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::{EmbeddedLog, LogReader};
 use callhook_sinks::failpoints::crash_at;
-use callhook_sinks::SqliteSink;
+use callhook_sinks::{SinkItem, SqliteSink};
 
 use crate::push::SourceContext;
 use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, SupervisedLoop};
 use crate::telemetry::NormalizerMetrics;
-use ahead::{Ahead, MappedBatch, ReadAhead};
+use ahead::{Ahead, ReadAhead};
 use attempts::{recovery, AttemptJournal, Recovery};
 use records::{DedupePruner, PendingBatch, RecordMapper};
 
@@ -340,8 +340,10 @@ impl Normalizer {
             }
             match receiver.recv_timeout(HOUSEKEEPING_TICK) {
                 Ok(Ahead::Batch(batch)) => {
+                    let mut pending = self.admit(batch.items);
+                    let ranges = batch.ranges;
                     let outcome = self.retrying(
-                        |normalizer| normalizer.commit_mapped(&batch),
+                        |normalizer| normalizer.commit(&mut pending, &ranges),
                         shutdown,
                         health,
                     )?;
@@ -366,14 +368,13 @@ impl Normalizer {
         }
     }
 
-    /// Commits one mapped batch through the dedupe LRU; returns false (nothing committed) when
-    /// the sink panicked on it.
-    fn commit_mapped(&mut self, mapped: &MappedBatch) -> Result<bool, PipelineError> {
+    /// Puts mapped items through the dedupe LRU into a batch to commit.
+    fn admit(&mut self, items: Vec<SinkItem>) -> PendingBatch {
         let mut pending = PendingBatch::new(&self.settings.consumer_group);
-        for item in &mapped.items {
-            pending.admit(&mut self.mapper, item.clone());
+        for item in items {
+            pending.admit(&mut self.mapper, item);
         }
-        self.commit(&mut pending, &mapped.ranges)
+        pending
     }
 
     /// Commits `pending` with the offsets after `ranges`; returns false (nothing committed)

@@ -164,6 +164,34 @@ impl From<UndecodableRecord> for EmbeddedLogError {
     }
 }
 
+/// Reads up to `max_records` records of `partition` from `from_offset` on, in offset order, on
+/// any connection to the log file.
+pub(crate) fn read_records(
+    conn: &Connection,
+    partition: u32,
+    from_offset: u64,
+    max_records: usize,
+) -> Result<Vec<ReadRecord>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT log_offset, record_key, source, received_at_ms, method, content_type, query, remote_addr, \
+         request_id, headers_json, body FROM log_records \
+         WHERE partition_id = ?1 AND log_offset >= ?2 ORDER BY log_offset LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        (
+            i64::from(partition),
+            sql_int(from_offset),
+            sql_int(max_records as u64),
+        ),
+        StoredRow::from_row,
+    )?;
+    let mut records = Vec::new();
+    for row in rows {
+        records.push(row?.decode_or_keep(partition));
+    }
+    Ok(records)
+}
+
 impl LogReader {
     pub(crate) fn open(
         path: &Path,
@@ -218,24 +246,7 @@ impl LogReader {
         max_records: usize,
     ) -> Result<Vec<ReadRecord>> {
         self.check_partition(partition)?;
-        let mut statement = self.conn.prepare_cached(
-            "SELECT log_offset, record_key, source, received_at_ms, method, content_type, query, remote_addr, \
-             request_id, headers_json, body FROM log_records \
-             WHERE partition_id = ?1 AND log_offset >= ?2 ORDER BY log_offset LIMIT ?3",
-        )?;
-        let rows = statement.query_map(
-            (
-                i64::from(partition),
-                sql_int(from_offset),
-                sql_int(max_records as u64),
-            ),
-            StoredRow::from_row,
-        )?;
-        let mut records = Vec::new();
-        for row in rows {
-            records.push(row?.decode_or_keep(partition));
-        }
-        Ok(records)
+        read_records(&self.conn, partition, from_offset, max_records)
     }
 
     /// Returns the next offset to be written in `partition` (Kafka's high watermark).

@@ -40,6 +40,8 @@ pub mod header {
     pub const CE_DATASCHEMA: &str = "ce_dataschema";
     /// The `timesource` extension: `vendor` or `received`.
     pub const CE_TIMESOURCE: &str = "ce_timesource";
+    /// The `mappingversion` extension attribute (absent on events mapped before it existed).
+    pub const CE_MAPPINGVERSION: &str = "ce_mappingversion";
     /// The data's content type (CloudEvents `datacontenttype`).
     pub const CONTENT_TYPE: &str = "content-type";
     /// Dead letters: the bounded reason code.
@@ -86,6 +88,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
         TimeSource::Received => "received",
     };
     let time = event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let mapping_version = event.mappingversion.map(|version| version.to_string());
     let headers = [
         (header::CE_SPECVERSION, event.specversion.as_str()),
         (header::CE_ID, event.id.as_str()),
@@ -96,8 +99,13 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
         (header::CE_DATASCHEMA, event.dataschema.as_str()),
         (header::CE_TIMESOURCE, timesource),
         (header::CONTENT_TYPE, event.datacontenttype.as_str()),
+        (
+            header::CE_MAPPINGVERSION,
+            mapping_version.as_deref().unwrap_or_default(),
+        ),
     ]
     .into_iter()
+    .filter(|(_, value)| !value.is_empty())
     .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
     .collect();
     Ok(EncodedRecord {

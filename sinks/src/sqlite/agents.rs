@@ -100,6 +100,7 @@ mod tests {
             timesource: TimeSource::Vendor,
             datacontenttype: "application/json".into(),
             dataschema: callhook_schemas::DATA_SCHEMA_URI.into(),
+            mappingversion: None,
             data,
         }
     }

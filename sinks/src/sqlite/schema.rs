@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{Result, SqliteSinkError};
 
 /// The migrations, in order; `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -124,6 +124,12 @@ CREATE INDEX events_subject ON events (source_name, subject, time);
 DROP INDEX events_subject_time;
 DROP INDEX events_call;
 ALTER TABLE calls ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 3: the mapping version that produced each event (`mappingversion`; NULL for events
+/// stored before it existed).
+const MIGRATION_3: &str = "
+ALTER TABLE events ADD COLUMN mapping_version INTEGER;
 ";
 
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).

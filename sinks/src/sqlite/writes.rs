@@ -44,8 +44,8 @@ pub(crate) fn insert_event(
     };
     let mut statement = connection.prepare_cached(
         "INSERT OR IGNORE INTO events (id, type, source, subject, time, timesource, specversion, \
-         datacontenttype, dataschema, source_name, call_id, received_at, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     let inserted = statement.execute(params![
         event.id,
@@ -61,6 +61,7 @@ pub(crate) fn insert_event(
         event.data.call_id,
         encode_time(received_at),
         data,
+        event.mappingversion,
     ])?;
     Ok(inserted == 1)
 }

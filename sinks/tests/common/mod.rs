@@ -97,6 +97,7 @@ fn envelope(
         timesource: TimeSource::Vendor,
         datacontenttype: "application/json".to_owned(),
         dataschema: DATA_SCHEMA_URI.to_owned(),
+        mappingversion: Some(2),
         data,
     }
 }
