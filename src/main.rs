@@ -2,6 +2,7 @@
 
 mod config;
 mod logging;
+mod replay;
 mod stages;
 
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ enum Command {
     },
     /// Send simulated vendor call flows to a receiver, or verify a database against a ledger.
     Simulate(callhook_simulator::SimulateArgs),
+    /// Replay the raw log through the current mapping: into a new database (--into), as a
+    /// diff against the live one (--dry-run), or applied to it (--in-place).
+    Replay(replay::ReplayArgs),
 }
 
 /// Flags of `callhook serve`; each overrides the config file.
@@ -90,6 +94,8 @@ fn main() -> ExitCode {
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
+        Command::Replay(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|settings| replay::run(args, settings)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,10 +108,7 @@ fn main() -> ExitCode {
 }
 
 fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => config::Config::load(path)?,
-        None => config::Config::default(),
-    };
+    let mut config = load_config(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -120,6 +123,26 @@ fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(stages::run(settings, command))
+}
+
+/// The config file's contents, or every default without one.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    match path {
+        Some(path) => config::Config::load(path),
+        None => Ok(config::Config::default()),
+    }
+}
+
+/// The validated settings of a tool command (`--config`, `--data-dir`).
+fn load_settings(
+    path: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<config::Settings> {
+    let mut config = load_config(path)?;
+    if let Some(data_dir) = data_dir {
+        config.data_dir = data_dir;
+    }
+    config.validate()
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

@@ -122,6 +122,12 @@ fn test_every_seed_push_lands_once() {
     let keyed = "SELECT COUNT(*) FROM events WHERE timesource = 'vendor'";
     let events_before = count(&db, keyed);
     let calls_before = count(&db, "SELECT COUNT(*) FROM calls");
+    let keys_before = count(&db, "SELECT COUNT(*) FROM dedupe_keys");
+    let duplicates_metric = |server: &Server| {
+        let (_, metrics) = server.admin_get("/metrics");
+        metric_value(&metrics, "callhook_normalizer_duplicates_total").unwrap_or(0.0)
+    };
+    let duplicates_before = duplicates_metric(&server);
     assert!(calls_before > 0 && count(&db, "SELECT COUNT(*) FROM agents") > 0);
 
     // Vendors retry: the same pushes again add no event, no call, no dead letter.
@@ -135,10 +141,14 @@ fn test_every_seed_push_lands_once() {
         "a re-posted bad push is a new raw record, so a new dead letter"
     );
     let (_, metrics) = server.admin_get("/metrics");
-    let duplicates = metric_value(&metrics, "callhook_normalizer_duplicates_total").unwrap_or(0.0);
-    assert!(
-        duplicates >= (pushes.len() - error_cases.len()) as f64,
-        "duplicates counted: {duplicates}"
+    let duplicates = duplicates_metric(&server) - duplicates_before;
+    // Every re-posted push that maps is a duplicate, except an id-less, time-less one whose
+    // re-post fell into the next receive-time bucket (a new push by design, with a new key).
+    let new_keys = count(&db, "SELECT COUNT(*) FROM dedupe_keys") - keys_before;
+    assert_eq!(
+        duplicates as i64,
+        (pushes.len() - error_cases.len()) as i64 - new_keys,
+        "duplicates counted: {duplicates}, new keys {new_keys}"
     );
     // Each retry the LRU dropped is also a record whose outcome is `duplicate`, by source (the
     // sink drops the others, e.g. two copies in one batch, after they were mapped).

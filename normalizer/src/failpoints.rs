@@ -7,9 +7,9 @@ use callhook_rawlog::RawRecord;
 pub use callhook_sinks::failpoints::{crash_at, panic_at, setup, Scenario, POINTS};
 
 /// The point that switches the mapping to its test-only variant, version
-/// `MAPPING_VERSION + 1000` (`normalizer::mapping_variant=return`): 7moor's outbound
-/// `call.ringing` events say `inbound`, and the otherwise unknown 7moor push type `variantPush`
-/// maps as `dialoutRing`. The replay and redrive tests use it as "a fixed mapping".
+/// `MAPPING_VERSION + 1000` (`normalizer::mapping_variant=return`): 7moor's outbound events
+/// other than `call.initiated` say `inbound` (so calls change direction), and the otherwise
+/// unknown 7moor push type `variantPush` maps as `dialoutRing`. The replay and redrive tests use it as "a fixed mapping".
 pub const MAPPING_VARIANT: &str = "normalizer::mapping_variant";
 
 /// Returns true when the test-only mapping variant is armed.

@@ -26,6 +26,7 @@ pub mod payload;
 pub mod phone;
 pub mod pipeline;
 pub mod push;
+pub mod replay;
 pub mod supervisor;
 mod telemetry;
 pub mod time;

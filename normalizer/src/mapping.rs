@@ -63,7 +63,8 @@ fn variant_drafts(drafts: &mut [crate::build::Draft], ctx: &SourceContext) {
         .iter_mut()
         .filter(|_| ctx.dialect == Dialect::SevenMoor)
     {
-        if draft.event_type == EventType::CallRinging && draft.data.direction == Direction::Outbound
+        if draft.event_type != EventType::CallInitiated
+            && draft.data.direction == Direction::Outbound
         {
             draft.data.direction = Direction::Inbound;
         }

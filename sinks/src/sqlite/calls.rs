@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 use rusqlite::Connection;
 
-use super::calls_fold::CallFold;
+use super::calls_fold::{fold_call, CallFold};
 use super::error::Result;
 use super::writes;
 use crate::batch::SinkEvent;
@@ -142,5 +142,19 @@ fn write_uncached(
                 writes::update_call_row(connection, &row, Some(revision))?.unwrap_or(revision + 1);
             Ok(Some(CachedFold { fold, revision }))
         }
+    }
+}
+
+/// Recomputes one call's row from its stored events, whatever any cache holds (for tools that
+/// rewrite events, such as an in-place replay): rewritten with a new revision, inserted, or
+/// deleted when no call event is left.
+pub(crate) fn rewrite_call(connection: &Connection, source: &str, call_id: &str) -> Result<()> {
+    let events = writes::load_call_events(connection, source, call_id)?;
+    match fold_call(source, call_id, events) {
+        None => writes::delete_call_row(connection, source, call_id),
+        Some(row) => match writes::call_revision(connection, source, call_id)? {
+            Some(_) => writes::update_call_row(connection, &row, None).map(|_| ()),
+            None => writes::insert_call_row(connection, &row),
+        },
     }
 }

@@ -46,6 +46,7 @@ pub mod calls_fold;
 mod codec;
 pub mod config;
 pub mod error;
+pub mod replay;
 pub mod schema;
 pub mod sink;
 mod writes;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{Result, SqliteSinkError};
 
 /// The migrations, in order; `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -132,6 +132,14 @@ const MIGRATION_3: &str = "
 ALTER TABLE events ADD COLUMN mapping_version INTEGER;
 ";
 
+/// Version 4: a dead letter can be resolved (its record maps now: `callhook dead-letters
+/// redrive`, `callhook replay --in-place`); it is kept, with when and how.
+const MIGRATION_4: &str = "
+ALTER TABLE dead_letters ADD COLUMN resolved_at TEXT;
+ALTER TABLE dead_letters ADD COLUMN resolution TEXT;
+CREATE INDEX dead_letters_open ON dead_letters (resolved_at, reason);
+";
+
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
@@ -167,6 +175,26 @@ pub(crate) fn configure(
     if let Ok(extra) = std::env::var("CALLHOOK_EXPERIMENT_PRAGMAS") {
         connection.execute_batch(&extra)?;
     }
+    Ok(())
+}
+
+/// Page cache of a bulk fill, in KiB: the indexes of a million-push rebuild stay in memory.
+const BULK_CACHE_KIB: i64 = 256 * 1024;
+
+/// Sets the pragmas of a bulk fill of a new file (see `SqliteSink::open_bulk`).
+pub(crate) fn configure_bulk(connection: &Connection) -> rusqlite::Result<()> {
+    connection.pragma_update(None, "journal_mode", "OFF")?;
+    connection.pragma_update(None, "synchronous", "OFF")?;
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    connection.pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
+    Ok(())
+}
+
+/// Turns a bulk-filled file into an ordinary one: WAL, normal locking.
+pub(crate) fn finish_bulk(connection: &Connection) -> rusqlite::Result<()> {
+    connection.pragma_update(None, "locking_mode", "NORMAL")?;
+    let _: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     Ok(())
 }
 

@@ -74,6 +74,44 @@ impl SqliteSink {
         })
     }
 
+    /// Opens a new database at `path` to be filled in one go (a rebuild from the raw log):
+    /// no journal, no syncs, a 256 MiB page cache and an exclusive lock, because a rebuild that
+    /// dies is started again from scratch, never resumed. [`SqliteSink::finish_bulk`] makes it
+    /// an ordinary database (WAL) that a normalizer can take over.
+    pub fn open_bulk(path: &Path) -> Result<SqliteSink> {
+        let settings = SqliteSinkSettings::for_path(path);
+        let open_error = |source| SqliteSinkError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        schema::configure_bulk(&connection).map_err(open_error)?;
+        connection.set_prepared_statement_cache_capacity(32);
+        schema::migrate(&mut connection)?;
+        Ok(SqliteSink {
+            connection,
+            path: path.to_owned(),
+            dedupe_window: settings.dedupe_window,
+            metrics: SinkMetrics::for_sink(METRIC_LABEL),
+            calls: CallCache::new(settings.call_cache_calls),
+        })
+    }
+
+    /// Ends a bulk fill: switches the file to WAL, syncs it and closes it.
+    pub fn finish_bulk(self) -> Result<()> {
+        schema::finish_bulk(&self.connection)?;
+        let path = self.path.clone();
+        drop(self);
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(|source| SqliteSinkError::Sync { path, source })
+    }
+
+    /// Returns the connection (for the replay's diff and apply, which run their own SQL).
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
     /// Returns the handles of this sink's `callhook_sink_*` series.
     pub fn metrics(&self) -> &SinkMetrics {
         &self.metrics

@@ -266,6 +266,14 @@ pub(crate) fn update_call_row(
         .optional()?)
 }
 
+/// Deletes a call's row (its events are gone).
+pub(crate) fn delete_call_row(connection: &Connection, source: &str, call_id: &str) -> Result<()> {
+    connection
+        .prepare_cached("DELETE FROM calls WHERE source = ?1 AND call_id = ?2")?
+        .execute(params![source, call_id])?;
+    Ok(())
+}
+
 /// A `calls` row's values, in the order of [`CALL_COLUMNS`].
 fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
     use rusqlite::types::Value as Sql;
