@@ -1,6 +1,7 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
+mod dead_letters;
 mod logging;
 mod replay;
 mod stages;
@@ -42,6 +43,9 @@ enum Command {
     /// Replay the raw log through the current mapping: into a new database (--into), as a
     /// diff against the live one (--dry-run), or applied to it (--in-place).
     Replay(replay::ReplayArgs),
+    /// List the dead letters, show one with its raw push, or redrive them through the current
+    /// mapping.
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 /// Flags of `callhook serve`; each overrides the config file.
@@ -96,6 +100,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
         Command::Replay(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| replay::run(args, settings)),
+        Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|settings| dead_letters::run(args, settings)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use callhook_schemas::EventType;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::batch::CommitOutcome;
 
@@ -22,6 +24,11 @@ pub const EVENTS_TOTAL: &str = "callhook_sink_events_total";
 pub const DUPLICATES_TOTAL: &str = "callhook_sink_duplicates_total";
 /// Counter of dead letters written, labels `sink` and `reason`.
 pub const DEAD_LETTERS_TOTAL: &str = "callhook_sink_dead_letters_total";
+/// Gauge of the dead letters a sink holds, labels `sink`, `state` (`open`, `resolved`) and
+/// `reason`.
+pub const DEAD_LETTERS_HELD: &str = "callhook_sink_dead_letters_held";
+/// The `state` label values of [`DEAD_LETTERS_HELD`].
+pub const DEAD_LETTER_STATES: [&str; 2] = ["open", "resolved"];
 
 /// The reason label used for a reason code that does not look like one (too long, odd
 /// characters), so that a caller's mistake cannot make the label set unbounded.
@@ -34,6 +41,7 @@ pub struct MetricFamilies {
     events_total: IntCounterVec,
     duplicates_total: IntCounterVec,
     dead_letters_total: IntCounterVec,
+    dead_letters_held: IntGaugeVec,
 }
 
 impl MetricFamilies {
@@ -77,17 +85,26 @@ impl MetricFamilies {
                 &["sink", "reason"],
             )
             .expect("constant metric options are valid"),
+            dead_letters_held: IntGaugeVec::new(
+                Opts::new(
+                    DEAD_LETTERS_HELD,
+                    "Dead letters a sink holds, open (not mapped yet) or resolved (redriven or replayed)",
+                ),
+                &["sink", "state", "reason"],
+            )
+            .expect("constant metric options are valid"),
         }
     }
 
     /// Registers the families in `registry`. Families already registered there are left as
     /// they are (not an error); any other registration error is returned.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
             Box::new(self.commit_seconds.clone()),
             Box::new(self.events_total.clone()),
             Box::new(self.duplicates_total.clone()),
             Box::new(self.dead_letters_total.clone()),
+            Box::new(self.dead_letters_held.clone()),
         ];
         for collector in collectors {
             match registry.register(collector) {
@@ -114,6 +131,7 @@ pub struct SinkMetrics {
     events_by_type: Vec<IntCounter>,
     duplicates: IntCounter,
     dead_letters: IntCounterVec,
+    dead_letters_held: IntGaugeVec,
 }
 
 impl SinkMetrics {
@@ -139,6 +157,7 @@ impl SinkMetrics {
             events_by_type,
             duplicates: families.duplicates_total.with_label_values(&[sink]),
             dead_letters: families.dead_letters_total.clone(),
+            dead_letters_held: families.dead_letters_held.clone(),
         }
     }
 
@@ -148,6 +167,44 @@ impl SinkMetrics {
         for reason in reasons {
             self.dead_letters
                 .with_label_values(&[self.sink, bounded_reason(reason)]);
+            for state in DEAD_LETTER_STATES {
+                self.dead_letters_held.with_label_values(&[
+                    self.sink,
+                    state,
+                    bounded_reason(reason),
+                ]);
+            }
+        }
+    }
+
+    /// Sets the held-dead-letter gauges to `counts` (`(state, reason, count)`); the series
+    /// of this sink not in `counts` go to 0 (they stay exported).
+    pub fn set_dead_letters_held(&self, counts: &[(&str, String, u64)]) {
+        let mut families = Vec::new();
+        use prometheus::core::Collector as _;
+        for family in self.dead_letters_held.collect() {
+            families.extend(family.get_metric().iter().filter_map(|metric| {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|pair| pair.name() == name)
+                        .map(|pair| pair.value().to_owned())
+                };
+                (label("sink").as_deref() == Some(self.sink))
+                    .then(|| Some((label("state")?, label("reason")?)))
+                    .flatten()
+            }));
+        }
+        for (state, reason) in families {
+            self.dead_letters_held
+                .with_label_values(&[self.sink, &state, &reason])
+                .set(0);
+        }
+        for (state, reason, count) in counts {
+            self.dead_letters_held
+                .with_label_values(&[self.sink, state, bounded_reason(reason)])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
     }
 

@@ -21,7 +21,7 @@ use super::metrics::KafkaLoopMetrics;
 use super::produce::produce_batch;
 use super::rebalance::RebalanceContext;
 use crate::pipeline::records::{
-    reason, DedupePruner, RecordMapper, CRASHED_DETAIL, PANICKED_DETAIL,
+    reason, Housekeeping, RecordMapper, CRASHED_DETAIL, PANICKED_DETAIL,
 };
 use crate::pipeline::{NormalizerSettings, PipelineError};
 use crate::push::SourceContext;
@@ -50,7 +50,7 @@ pub struct KafkaNormalizer {
     sqlite_consumer: String,
     metrics: NormalizerMetrics,
     loop_metrics: KafkaLoopMetrics,
-    pruner: DedupePruner,
+    pruner: Housekeeping,
     progress: Progress,
     last_lag: Option<Instant>,
     backoff: Duration,
@@ -114,7 +114,7 @@ impl KafkaNormalizer {
             sink,
             kafka_sink,
             mapper,
-            pruner: DedupePruner::new(settings.prune_interval),
+            pruner: Housekeeping::new(settings.prune_interval),
             settings,
             topic: consumer_settings.topic.clone(),
             sqlite_consumer,

@@ -56,7 +56,7 @@ use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, S
 use crate::telemetry::NormalizerMetrics;
 use ahead::{Ahead, ReadAhead};
 use attempts::{recovery, AttemptJournal, Recovery};
-use records::{DedupePruner, PendingBatch, RecordMapper};
+use records::{Housekeeping, PendingBatch, RecordMapper};
 
 pub use crate::config::{NormalizerConfig, NormalizerSettings};
 
@@ -117,7 +117,7 @@ pub struct Normalizer {
     settings: NormalizerSettings,
     next_offsets: Vec<u64>,
     metrics: NormalizerMetrics,
-    pruner: DedupePruner,
+    pruner: Housekeeping,
     /// `None` while the read-ahead thread holds it.
     journal: Option<AttemptJournal>,
     /// Per partition: what to do from its next offset on ([`attempts`]).
@@ -169,7 +169,7 @@ impl Normalizer {
         let metrics = NormalizerMetrics::new(mapper.source_names());
         sink.metrics()
             .create_dead_letter_series(records::dead_letter_reasons());
-        let pruner = DedupePruner::new(settings.prune_interval);
+        let pruner = Housekeeping::new(settings.prune_interval);
         Ok(Normalizer {
             log,
             reader,

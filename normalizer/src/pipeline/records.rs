@@ -311,23 +311,39 @@ pub fn dead_letter(stored: &StoredRecord, reason: &str, detail: String) -> SinkI
     }
 }
 
-/// Prunes the sink's dedupe keys past its window, at most once per interval.
-pub struct DedupePruner {
+/// How often the dead letters held are counted for the metrics.
+pub const DEAD_LETTERS_HELD_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The loop's periodic chores on the sink: pruning dedupe keys past the window (at most once
+/// per interval) and counting the dead letters held for the metrics.
+pub struct Housekeeping {
     interval: Duration,
     last: Option<Instant>,
+    held_refreshed: Option<Instant>,
 }
 
-impl DedupePruner {
+impl Housekeeping {
     /// Prunes at most once per `interval` (the first call prunes).
     pub fn new(interval: Duration) -> Self {
-        DedupePruner {
+        Housekeeping {
             interval,
             last: None,
+            held_refreshed: None,
         }
     }
 
     /// Prunes if the interval has passed; a failure is logged and retried next interval.
+    /// Also exports the dead letters held, at most every [`DEAD_LETTERS_HELD_INTERVAL`].
     pub fn maybe_prune(&mut self, sink: &mut SqliteSink) {
+        if self
+            .held_refreshed
+            .is_none_or(|at| at.elapsed() >= DEAD_LETTERS_HELD_INTERVAL)
+        {
+            self.held_refreshed = Some(Instant::now());
+            if let Err(error) = sink.refresh_dead_letters_held() {
+                tracing::warn!(error = %error, "counting the dead letters held failed");
+            }
+        }
         if self.last.is_some_and(|at| at.elapsed() < self.interval) {
             return;
         }

@@ -45,6 +45,7 @@ mod calls;
 pub mod calls_fold;
 mod codec;
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod replay;
 pub mod schema;

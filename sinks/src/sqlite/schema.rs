@@ -133,11 +133,16 @@ ALTER TABLE events ADD COLUMN mapping_version INTEGER;
 ";
 
 /// Version 4: a dead letter can be resolved (its record maps now: `callhook dead-letters
-/// redrive`, `callhook replay --in-place`); it is kept, with when and how.
+/// redrive`, `callhook replay --in-place`); it is kept, with when and how. `sink_meta` holds
+/// the sink's own small facts (when it last synced to disk).
 const MIGRATION_4: &str = "
 ALTER TABLE dead_letters ADD COLUMN resolved_at TEXT;
 ALTER TABLE dead_letters ADD COLUMN resolution TEXT;
 CREATE INDEX dead_letters_open ON dead_letters (resolved_at, reason);
+CREATE TABLE sink_meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
@@ -243,7 +248,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 6);
+        assert_eq!(tables, 7);
     }
 
     #[test]
