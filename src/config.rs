@@ -188,6 +188,24 @@ impl Config {
 
     /// Checks every value and turns the config into typed settings. Does no I/O.
     pub fn validate(&self) -> anyhow::Result<Settings> {
+        for (key, set) in [
+            (
+                "[normalizer] prune_interval_seconds",
+                self.normalizer.prune_interval_seconds.is_some(),
+            ),
+            (
+                "[sink.sqlite] dedupe_window_hours",
+                self.sink.sqlite.dedupe_window_hours.is_some(),
+            ),
+        ] {
+            if set {
+                tracing::warn!(
+                    key,
+                    "obsolete setting ignored: a re-sent push is recognised by its events' ids, \
+                     with no window and nothing to prune"
+                );
+            }
+        }
         let mut ingest_sources = BTreeMap::new();
         let mut map_sources = HashMap::new();
         for (name, source) in self.effective_sources() {

@@ -20,8 +20,9 @@ pub struct NormalizerConfig {
     /// How long the loop sleeps waiting for new records when it has caught up, in milliseconds
     /// (an append wakes it at once).
     pub idle_wait_ms: u64,
-    /// How often dedupe keys older than the sink's dedupe window are pruned, in seconds.
-    pub prune_interval_seconds: u64,
+    /// Obsolete, accepted and ignored: there are no dedupe keys to prune any more (a
+    /// re-delivered push is recognised by its events' deterministic ids).
+    pub prune_interval_seconds: Option<u64>,
     /// How the loop consumes the raw topic in Kafka mode (`[normalizer.kafka]`).
     pub kafka: KafkaConsumerConfig,
 }
@@ -33,7 +34,7 @@ impl Default for NormalizerConfig {
             max_batch_records: 1000,
             dedupe_cache_keys: 200_000,
             idle_wait_ms: 500,
-            prune_interval_seconds: 3600,
+            prune_interval_seconds: None,
             kafka: KafkaConsumerConfig::default(),
         }
     }
@@ -50,8 +51,6 @@ pub struct NormalizerSettings {
     pub dedupe_cache_keys: NonZeroUsize,
     /// See [`NormalizerConfig::idle_wait_ms`].
     pub idle_wait: Duration,
-    /// See [`NormalizerConfig::prune_interval_seconds`].
-    pub prune_interval: Duration,
 }
 
 impl NormalizerConfig {
@@ -70,7 +69,6 @@ impl NormalizerConfig {
             max_batch_records: self.max_batch_records,
             dedupe_cache_keys,
             idle_wait: Duration::from_millis(self.idle_wait_ms.clamp(1, 60_000)),
-            prune_interval: Duration::from_secs(self.prune_interval_seconds.max(1)),
         })
     }
 }

@@ -1,8 +1,9 @@
 //! The in-memory front of the dedupe store.
 //!
 //! Guarantee: a push is dropped as a duplicate only if its `(source, dedupe key)` was committed
-//! before. The authoritative check is the persistent store (the SQLite sink's `dedupe_keys`
-//! table, checked inside the same transaction that writes the events and the offsets). This
+//! before. The authoritative check is the persistent store: the SQLite sink's `events` table,
+//! where a push's first event has an id derived from its source and dedupe key, checked inside
+//! the same transaction that writes the events and the offsets. This
 //! LRU only short-cuts vendor retries that arrive while their key is still hot: a key enters
 //! the cache only after the batch that carried it has committed ([`DedupeCache::remember`]), so
 //! a crash between mapping and commit can never make the cache claim a push it did not store.

@@ -67,8 +67,9 @@ pub struct RebuildStats {
     pub seconds: f64,
 }
 
-/// What the reader thread sends: a chunk of `(partition, offset, record)` in log order.
-type Chunk = Result<Vec<(u32, u64, ReadRecord)>, PipelineError>;
+/// What the reader thread sends: a chunk in log order, each record as `(partition, offset,
+/// its item if the filter takes it)`.
+type Chunk = Result<Vec<(u32, u64, Option<SinkItem>)>, PipelineError>;
 
 /// Where a rebuild stops reading, per partition (exclusive).
 pub type Stops = Vec<u64>;
@@ -97,12 +98,21 @@ pub fn rebuild(
         starts.push(start);
         total += stop.saturating_sub(start);
     }
-    let (sender, receiver) =
-        mpsc::sync_channel::<Result<Vec<(u32, u64, ReadRecord)>, PipelineError>>(2);
+    let (sender, receiver) = mpsc::sync_channel::<Chunk>(2);
     let reader_stops = stops.clone();
+    let reader_filter = filter.clone();
     let reader = std::thread::Builder::new()
-        .name("replay-read".into())
-        .spawn(move || read_all(&snapshot, &starts, &reader_stops, &sender))
+        .name("replay-map".into())
+        .spawn(move || {
+            read_and_map(
+                &snapshot,
+                &starts,
+                &reader_stops,
+                &sources,
+                &reader_filter,
+                &sender,
+            )
+        })
         .map_err(|error| PipelineError::Thread(error.to_string()))?;
     let mut stats = RebuildStats::default();
     let mut done = 0;
@@ -113,10 +123,11 @@ pub fn rebuild(
             ..SinkBatch::default()
         };
         let mut next_offsets: HashMap<u32, u64> = HashMap::new();
-        for (partition, offset, record) in &chunk {
-            next_offsets.insert(*partition, offset + 1);
+        let records = chunk.len() as u64;
+        for (partition, offset, item) in chunk {
+            next_offsets.insert(partition, offset + 1);
             stats.records_read += 1;
-            if let Some(item) = replayed_item(record, &sources, filter) {
+            if let Some(item) = item {
                 stats.records_replayed += 1;
                 let received = received_at(&item);
                 stats.received_from =
@@ -133,7 +144,7 @@ pub fn rebuild(
         stats.events += outcome.events_inserted;
         stats.duplicates += outcome.duplicates_skipped;
         stats.dead_letters += outcome.dead_letters_written;
-        done += chunk.len() as u64;
+        done += records;
         progress(done, total);
     }
     reader
@@ -155,9 +166,16 @@ pub fn partial_path(into: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Reads every partition from `starts` to `stops` in chunks and maps them, on the reader
-/// thread; a chunk holds `(partition, offset, record)` in log order.
-fn read_all(snapshot: &LogSnapshot, starts: &[u64], stops: &[u64], out: &mpsc::SyncSender<Chunk>) {
+/// Reads every partition from `starts` to `stops` in chunks and maps the records the filter
+/// takes, on the reader thread (mapping is pure: it runs beside the commits).
+fn read_and_map(
+    snapshot: &LogSnapshot,
+    starts: &[u64],
+    stops: &[u64],
+    sources: &HashMap<String, SourceContext>,
+    filter: &ReplayFilter,
+    out: &mpsc::SyncSender<Chunk>,
+) {
     for (partition, (start, stop)) in starts.iter().zip(stops).enumerate() {
         let mut next = *start;
         while next < *stop {
@@ -176,9 +194,12 @@ fn read_all(snapshot: &LogSnapshot, starts: &[u64], stops: &[u64], out: &mpsc::S
             };
             next = last + 1;
             let chunk = records
-                .into_iter()
+                .iter()
                 .filter(|record| record.position().offset < *stop)
-                .map(|record| (partition as u32, record.position().offset, record))
+                .map(|record| {
+                    let item = replayed_item(record, sources, filter);
+                    (partition as u32, record.position().offset, item)
+                })
                 .collect();
             if out.send(Ok(chunk)).is_err() {
                 return;

@@ -65,9 +65,8 @@ fn test_same_push_twice_inserts_its_events_once_and_counts_a_duplicate() {
     );
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 3);
     assert_eq!(count(dir.path(), "SELECT events_count FROM calls"), 3);
-    assert!(sink.contains_dedupe_key(SOURCE, "k1").unwrap());
-    assert!(!sink.contains_dedupe_key(SOURCE, "k2").unwrap());
-    assert!(!sink.contains_dedupe_key("other-source", "k1").unwrap());
+    assert!(sink.contains_event(&event_id(1)).unwrap());
+    assert!(!sink.contains_event(&event_id(99)).unwrap());
     assert!(metrics.duplicates_count() > duplicates_before);
 }
 
@@ -88,48 +87,26 @@ fn test_duplicate_push_within_one_batch_is_skipped() {
 }
 
 #[test]
-fn test_replay_after_pruning_the_key_does_not_store_events_twice() {
+fn test_a_late_resend_is_still_a_duplicate_and_a_push_without_events_leaves_nothing() {
+    // Duplicates are recognised by the first event's deterministic id: no window, however
+    // late the re-send comes.
     let dir = scratch_dir();
     let mut sink = open_sink(dir.path());
     sink.commit_batch(&batch(vec![push("k1", three_events("c1", 1))], vec![]))
         .unwrap();
-    assert_eq!(sink.prune_dedupe_keys(at(2000)).unwrap(), 1);
-    assert!(!sink.contains_dedupe_key(SOURCE, "k1").unwrap());
-    let replay = sink
+    let much_later = sink
         .commit_batch(&batch(vec![push("k1", three_events("c1", 1))], vec![]))
         .unwrap();
     assert_eq!(
-        (
-            replay.events_inserted,
-            replay.events_already_stored,
-            replay.duplicates_skipped
-        ),
-        (0, 3, 0)
+        (much_later.events_inserted, much_later.duplicates_skipped),
+        (0, 1)
     );
-    assert_eq!(replay.calls_touched, 0);
+    assert_eq!(much_later.calls_touched, 0);
+    let empty = sink
+        .commit_batch(&batch(vec![push("k2", Vec::new())], vec![]))
+        .unwrap();
+    assert_eq!(empty, CommitOutcome::default());
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 3);
-}
-
-#[test]
-fn test_prune_removes_only_keys_older_than_the_cutoff_across_chunks() {
-    let dir = scratch_dir();
-    let mut sink = open_sink(dir.path());
-    let mut items: Vec<_> = (0..5_003)
-        .map(|n| callhook_sinks::SinkItem::Push {
-            source: SOURCE.to_owned(),
-            dedupe_key: format!("old-{n}"),
-            received_at: at(0),
-            events: Vec::new(),
-        })
-        .collect();
-    items.push(push("new-1", Vec::new()));
-    items.push(push("new-2", Vec::new()));
-    sink.commit_batch(&batch(items, vec![])).unwrap();
-    assert_eq!(sink.prune_dedupe_keys(at(100)).unwrap(), 5_003);
-    assert!(!sink.contains_dedupe_key(SOURCE, "old-5002").unwrap());
-    assert!(sink.contains_dedupe_key(SOURCE, "new-1").unwrap());
-    assert_eq!(count(dir.path(), "SELECT count(*) FROM dedupe_keys"), 2);
-    assert_eq!(sink.prune_dedupe_keys(at(100)).unwrap(), 0);
 }
 
 #[test]
@@ -237,7 +214,7 @@ fn test_failed_commit_leaves_nothing_half_written() {
     );
     assert!(!error.is_retryable());
     assert_eq!(sink.stored_offsets(CONSUMER).unwrap(), vec![(0, 3)]);
-    assert!(!sink.contains_dedupe_key(SOURCE, "k1").unwrap());
+    assert!(!sink.contains_event(&event_id(50)).unwrap());
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 3);
     assert_eq!(count(dir.path(), "SELECT count(*) FROM dead_letters"), 0);
     assert_eq!(
@@ -474,10 +451,6 @@ fn test_open_creates_the_directory_sets_wal_and_refuses_newer_schemas() {
     let data_dir = dir.path().join("nested/data");
     let sink = open_sink(&data_dir);
     assert_eq!(sink.path(), data_dir.join("callhook.db"));
-    assert_eq!(
-        sink.dedupe_window(),
-        std::time::Duration::from_secs(7 * 24 * 3600)
-    );
     assert_eq!(
         rows(&data_dir, "PRAGMA journal_mode"),
         vec![vec![text("wal")]]

@@ -23,9 +23,12 @@ use callhook_bench::fixtures::{default_fixture_dir, VendorMix};
 use callhook_bench::procfs::{own_cpu_time, own_memory};
 use callhook_bench::workload::Workload;
 use callhook_normalizer::dedupe::DedupeCache;
+use callhook_normalizer::pipeline::records::map_record;
 use callhook_normalizer::{Normalizer, NormalizerConfig, SourceContext};
 use callhook_rawlog::embedded::{EmbeddedLog, EmbeddedLogConfig, IntegrityCheck};
+use callhook_rawlog::embedded::{LogSnapshot, ReadRecord};
 use callhook_rawlog::{LogAppender, RawRecord};
+use callhook_sinks::SinkItem;
 use callhook_sinks::{SqliteSink, SqliteSinkSettings};
 use clap::Parser;
 use serde_json::json;
@@ -119,11 +122,16 @@ fn main() -> anyhow::Result<()> {
     };
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let memory_before_drain = own_memory();
+    let memory_before_rebuild = own_memory();
+    let mapping = mapping_only(&log, &sources)?;
+    let rebuild = rebuild(&log, &dir, &sources)?;
     // On a thread of its own name, so that a profile tells the drain from the pre-fill.
     let drain = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("normalizer".into())
-            .spawn_scoped(scope, || drain(&log, &dir, sources, args.batch_records))
+            .spawn_scoped(scope, || {
+                drain(&log, &dir, sources.clone(), args.batch_records)
+            })
             .map(|thread| thread.join())
     })?
     .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
@@ -135,6 +143,9 @@ fn main() -> anyhow::Result<()> {
         "prefill_seconds": prefill_seconds,
         "prefill_appends_per_second": args.pushes as f64 / prefill_seconds,
         "memory_before_drain": memory_before_drain,
+        "mapping": mapping,
+        "rebuild": rebuild,
+        "memory_before_rebuild": memory_before_rebuild,
         "drain": drain,
         "dedupe_cache": dedupe,
         "memory": own_memory(),
@@ -227,6 +238,80 @@ fn prefill(
     Ok(())
 }
 
+/// Maps every record of the log on one thread, with no sink: the mapping's own rate.
+fn mapping_only(
+    log: &EmbeddedLog,
+    sources: &HashMap<String, SourceContext>,
+) -> anyhow::Result<serde_json::Value> {
+    let snapshot = LogSnapshot::open(&log.settings().path)?;
+    let started = Instant::now();
+    let cpu_started = own_cpu_time();
+    let (mut records, mut events, mut bytes) = (0u64, 0u64, 0u64);
+    for partition in 0..snapshot.partitions() {
+        let (mut next, end) = snapshot.bounds(partition)?;
+        while next < end {
+            let chunk = snapshot.read_each(partition, next, 5_000)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.position().offset + 1;
+            for record in &chunk {
+                if let ReadRecord::Decoded(stored) = record {
+                    bytes += stored.record.body.len() as u64;
+                    if let SinkItem::Push { events: list, .. } = map_record(sources, stored) {
+                        events += list.len() as u64;
+                    }
+                }
+                records += 1;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = (own_cpu_time() - cpu_started).as_secs_f64();
+    Ok(json!({
+        "records": records,
+        "events": events,
+        "mean_body_bytes": bytes as f64 / records.max(1) as f64,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "records_per_second": records as f64 / seconds,
+        "events_per_cpu_second": events as f64 / cpu_seconds,
+    }))
+}
+
+/// Rebuilds a new database from the whole log, as `callhook replay --into` does.
+fn rebuild(
+    log: &EmbeddedLog,
+    dir: &Path,
+    sources: &HashMap<String, SourceContext>,
+) -> anyhow::Result<serde_json::Value> {
+    let snapshot = LogSnapshot::open(&log.settings().path)?;
+    let stops = (0..snapshot.partitions())
+        .map(|partition| snapshot.bounds(partition).map(|(_, next)| next))
+        .collect::<Result<Vec<_>, _>>()?;
+    let into = dir.join("rebuilt.db");
+    let _ = std::fs::remove_file(&into);
+    let cpu_started = own_cpu_time();
+    let stats = callhook_normalizer::replay::rebuild(
+        snapshot,
+        stops,
+        &into,
+        sources.clone(),
+        "normalizer",
+        &callhook_normalizer::replay::ReplayFilter::default(),
+        &mut |_, _| {},
+    )?;
+    let cpu_seconds = (own_cpu_time() - cpu_started).as_secs_f64();
+    let bytes = std::fs::metadata(&into).map(|meta| meta.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&into);
+    Ok(json!({
+        "records": stats.records_read,
+        "events": stats.events,
+        "seconds": stats.seconds,
+        "cpu_seconds": cpu_seconds,
+        "records_per_second": stats.records_read as f64 / stats.seconds,
+        "database_bytes": bytes,
+    }))
+}
+
 fn drain(
     log: &Arc<EmbeddedLog>,
     dir: &Path,
@@ -268,7 +353,6 @@ fn drain(
         "events": events,
         "dead_letters": count("dead_letters")?,
         "calls": count("calls")?,
-        "dedupe_keys": count("dedupe_keys")?,
         "cpu_seconds": cpu_seconds,
         "events_per_second": events as f64 / seconds,
         "events_per_cpu_second": events as f64 / cpu_seconds,

@@ -50,7 +50,7 @@ pub struct KafkaNormalizer {
     sqlite_consumer: String,
     metrics: NormalizerMetrics,
     loop_metrics: KafkaLoopMetrics,
-    pruner: Housekeeping,
+    housekeeping: Housekeeping,
     progress: Progress,
     last_lag: Option<Instant>,
     backoff: Duration,
@@ -114,7 +114,7 @@ impl KafkaNormalizer {
             sink,
             kafka_sink,
             mapper,
-            pruner: Housekeeping::new(settings.prune_interval),
+            housekeeping: Housekeeping::default(),
             settings,
             topic: consumer_settings.topic.clone(),
             sqlite_consumer,
@@ -175,7 +175,7 @@ impl KafkaNormalizer {
                 }
             }
             self.maybe_refresh_lag();
-            self.pruner.maybe_prune(&mut self.sink);
+            self.housekeeping.maybe_run(&self.sink);
         }
         Ok(())
     }

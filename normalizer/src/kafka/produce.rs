@@ -4,10 +4,11 @@
 //! A record is produced only if the topics do not hold it yet:
 //! - its offset is at or past the partition's "in topics below" mark (the group's committed
 //!   offset at assignment, advanced by every batch Kafka confirmed; see `design.md`);
-//! - for a push, its dedupe key is neither earlier in the same batch nor already in the SQLite
-//!   sink's dedupe table: a key stored there was produced with the batch that stored it
-//!   (Kafka confirms before SQLite commits), so a second push with that key is a vendor's
-//!   re-send, dropped from the topics as it is from SQLite.
+//! - for a push, its dedupe key is not earlier in the same batch, and its first event (whose
+//!   deterministic id stands for the push) is not in the SQLite sink yet: an event stored there
+//!   was produced with the batch that stored it (Kafka confirms before SQLite commits), so a
+//!   second push with that key is a vendor's re-send, dropped from the topics as it is from
+//!   SQLite.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -93,9 +94,11 @@ fn send_and_commit(
                 events,
                 ..
             } => {
-                if !seen.insert((source, dedupe_key))
-                    || sqlite.contains_dedupe_key(source, dedupe_key)?
-                {
+                let stored = match events.first() {
+                    Some(first) => sqlite.contains_event(&first.event.id)?,
+                    None => false,
+                };
+                if !seen.insert((source, dedupe_key)) || stored {
                     sink.skip_duplicate();
                     continue;
                 }

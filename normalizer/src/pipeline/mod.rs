@@ -117,7 +117,7 @@ pub struct Normalizer {
     settings: NormalizerSettings,
     next_offsets: Vec<u64>,
     metrics: NormalizerMetrics,
-    pruner: Housekeeping,
+    housekeeping: Housekeeping,
     /// `None` while the read-ahead thread holds it.
     journal: Option<AttemptJournal>,
     /// Per partition: what to do from its next offset on ([`attempts`]).
@@ -169,7 +169,7 @@ impl Normalizer {
         let metrics = NormalizerMetrics::new(mapper.source_names());
         sink.metrics()
             .create_dead_letter_series(records::dead_letter_reasons());
-        let pruner = Housekeeping::new(settings.prune_interval);
+        let housekeeping = Housekeeping::default();
         Ok(Normalizer {
             log,
             reader,
@@ -178,7 +178,7 @@ impl Normalizer {
             settings,
             next_offsets,
             metrics,
-            pruner,
+            housekeeping,
             journal: Some(journal),
             recovery: plans,
             raw_log_commit_due: false,
@@ -364,7 +364,7 @@ impl Normalizer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(RunEnd::Drained),
             }
-            self.pruner.maybe_prune(&mut self.sink);
+            self.housekeeping.maybe_run(&self.sink);
         }
     }
 

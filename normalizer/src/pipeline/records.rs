@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use callhook_rawlog::embedded::UndecodableRecord;
 use callhook_rawlog::{RawRecord, StoredRecord};
 use callhook_sinks::{CommitOutcome, SinkBatch, SinkEvent, SinkItem, SqliteSink};
-use chrono::Utc;
 
 use crate::dedupe::DedupeCache;
 use crate::error::MapError;
@@ -314,47 +313,25 @@ pub fn dead_letter(stored: &StoredRecord, reason: &str, detail: String) -> SinkI
 /// How often the dead letters held are counted for the metrics.
 pub const DEAD_LETTERS_HELD_INTERVAL: Duration = Duration::from_secs(15);
 
-/// The loop's periodic chores on the sink: pruning dedupe keys past the window (at most once
-/// per interval) and counting the dead letters held for the metrics.
+/// The loop's periodic chore on the sink: counting the dead letters held for the metrics.
+#[derive(Default)]
 pub struct Housekeeping {
-    interval: Duration,
-    last: Option<Instant>,
     held_refreshed: Option<Instant>,
 }
 
 impl Housekeeping {
-    /// Prunes at most once per `interval` (the first call prunes).
-    pub fn new(interval: Duration) -> Self {
-        Housekeeping {
-            interval,
-            last: None,
-            held_refreshed: None,
-        }
-    }
-
-    /// Prunes if the interval has passed; a failure is logged and retried next interval.
-    /// Also exports the dead letters held, at most every [`DEAD_LETTERS_HELD_INTERVAL`].
-    pub fn maybe_prune(&mut self, sink: &mut SqliteSink) {
+    /// Counts the dead letters held if [`DEAD_LETTERS_HELD_INTERVAL`] has passed (the first
+    /// call counts); a failure is logged and tried again next time.
+    pub fn maybe_run(&mut self, sink: &SqliteSink) {
         if self
             .held_refreshed
-            .is_none_or(|at| at.elapsed() >= DEAD_LETTERS_HELD_INTERVAL)
+            .is_some_and(|at| at.elapsed() < DEAD_LETTERS_HELD_INTERVAL)
         {
-            self.held_refreshed = Some(Instant::now());
-            if let Err(error) = sink.refresh_dead_letters_held() {
-                tracing::warn!(error = %error, "counting the dead letters held failed");
-            }
-        }
-        if self.last.is_some_and(|at| at.elapsed() < self.interval) {
             return;
         }
-        self.last = Some(Instant::now());
-        let window =
-            chrono::Duration::from_std(sink.dedupe_window()).unwrap_or(chrono::Duration::days(7));
-        match sink.prune_dedupe_keys(Utc::now() - window) {
-            Ok(removed) => tracing::debug!(removed, "pruned dedupe keys past the window"),
-            Err(error) => {
-                tracing::warn!(error = %error, "pruning dedupe keys failed; retrying later")
-            }
+        self.held_refreshed = Some(Instant::now());
+        if let Err(error) = sink.refresh_dead_letters_held() {
+            tracing::warn!(error = %error, "counting the dead letters held failed");
         }
     }
 }

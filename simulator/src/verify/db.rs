@@ -50,15 +50,6 @@ impl Database {
         Ok(Database { connection })
     }
 
-    /// Returns true when `(source, key)` is in `dedupe_keys`.
-    pub(crate) fn has_dedupe_key(&self, source: &str, key: &str) -> rusqlite::Result<bool> {
-        self.connection
-            .prepare_cached("SELECT 1 FROM dedupe_keys WHERE source = ?1 AND key = ?2")?
-            .query_row(params![source, key], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
-    }
-
     /// Returns true when an event with this id is stored.
     pub(crate) fn has_event(&self, id: &str) -> rusqlite::Result<bool> {
         self.connection

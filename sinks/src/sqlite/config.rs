@@ -18,9 +18,6 @@ pub const DEFAULT_DATABASE_FILE: &str = "callhook.db";
 /// The longest `busy_timeout_ms` accepted (10 minutes).
 const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
 
-/// The longest `dedupe_window_hours` accepted (one year).
-const MAX_DEDUPE_WINDOW_HOURS: u64 = 24 * 366;
-
 /// The largest `call_cache_calls` accepted.
 const MAX_CALL_CACHE_CALLS: usize = 10_000_000;
 
@@ -34,10 +31,9 @@ pub struct SqliteSinkConfig {
     /// How long a statement waits for a lock held by another connection (an operator's
     /// write, a backup) before failing with a retryable error, in milliseconds.
     pub busy_timeout_ms: u64,
-    /// How long a push's dedupe key is remembered, in hours (default 168, seven days). A
-    /// push re-delivered within the window is skipped as a duplicate; the normalizer prunes
-    /// older keys periodically with [`super::SqliteSink::prune_dedupe_keys`].
-    pub dedupe_window_hours: u64,
+    /// Obsolete, accepted and ignored: a re-delivered push is recognised by its events'
+    /// deterministic ids, however late it comes, so there is no window any more.
+    pub dedupe_window_hours: Option<u64>,
     /// How many calls' `calls` folds are kept in memory (about 1 KB each), so that a new
     /// event of a recent call updates its row without reading the call's events back.
     /// Default 10 000.
@@ -49,7 +45,7 @@ impl Default for SqliteSinkConfig {
         SqliteSinkConfig {
             path: None,
             busy_timeout_ms: 5_000,
-            dedupe_window_hours: 7 * 24,
+            dedupe_window_hours: None,
             call_cache_calls: 10_000,
         }
     }
@@ -62,8 +58,6 @@ pub struct SqliteSinkSettings {
     pub path: PathBuf,
     /// SQLite's busy timeout.
     pub busy_timeout: Duration,
-    /// The dedupe window.
-    pub dedupe_window: Duration,
     /// See [`SqliteSinkConfig::call_cache_calls`].
     pub call_cache_calls: NonZeroUsize,
 }
@@ -84,12 +78,6 @@ impl SqliteSinkConfig {
                 self.busy_timeout_ms
             )));
         }
-        if !(1..=MAX_DEDUPE_WINDOW_HOURS).contains(&self.dedupe_window_hours) {
-            return Err(SqliteSinkError::InvalidConfig(format!(
-                "`dedupe_window_hours` is {} (1 to {MAX_DEDUPE_WINDOW_HOURS})",
-                self.dedupe_window_hours
-            )));
-        }
         let call_cache_calls = NonZeroUsize::new(self.call_cache_calls)
             .filter(|calls| calls.get() <= MAX_CALL_CACHE_CALLS)
             .ok_or_else(|| {
@@ -101,7 +89,6 @@ impl SqliteSinkConfig {
         Ok(SqliteSinkSettings {
             path,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
-            dedupe_window: Duration::from_secs(self.dedupe_window_hours * 3600),
             call_cache_calls,
         })
     }
@@ -114,7 +101,6 @@ impl SqliteSinkSettings {
         SqliteSinkSettings {
             path: path.into(),
             busy_timeout: Duration::from_millis(defaults.busy_timeout_ms),
-            dedupe_window: Duration::from_secs(defaults.dedupe_window_hours * 3600),
             call_cache_calls: NonZeroUsize::new(defaults.call_cache_calls)
                 .unwrap_or(NonZeroUsize::MIN),
         }
@@ -131,7 +117,6 @@ mod tests {
             .validate(Path::new("/var/lib/callhook"))
             .unwrap();
         assert_eq!(settings.path, Path::new("/var/lib/callhook/callhook.db"));
-        assert_eq!(settings.dedupe_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.busy_timeout, Duration::from_millis(5_000));
     }
 
@@ -157,12 +142,12 @@ mod tests {
 
     #[test]
     fn test_out_of_range_values_are_rejected() {
-        let zero_window = SqliteSinkConfig {
-            dedupe_window_hours: 0,
+        let no_calls = SqliteSinkConfig {
+            call_cache_calls: 0,
             ..Default::default()
         };
         assert!(matches!(
-            zero_window.validate(Path::new("/d")),
+            no_calls.validate(Path::new("/d")),
             Err(SqliteSinkError::InvalidConfig(_))
         ));
         let long_busy = SqliteSinkConfig {

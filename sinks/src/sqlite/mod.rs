@@ -17,10 +17,9 @@
 //! are mapped again, exactly once. Not syncing every commit is what lets small batches under a
 //! light load cost no fsync each.
 //!
-//! Re-delivery is harmless twice over: a push whose dedupe key is already in `dedupe_keys` is
-//! skipped (and counted) inside the transaction, and `events.id` is unique, so an event whose
-//! deterministic id is already stored is never written again, even after its push's dedupe key
-//! was pruned from the window. A consumer offset only moves forward: a batch carrying an offset
+//! Re-delivery is harmless: event ids are deterministic (source, dedupe key, ordinal) and
+//! `events.id` is unique, so a push whose first event is already stored is skipped (and
+//! counted) inside the transaction, and an event is never written twice. A consumer offset only moves forward: a batch carrying an offset
 //! below the stored one leaves the stored one in place.
 //!
 //! The `calls` and `agents` projections are order-independent by construction: a `calls` row is

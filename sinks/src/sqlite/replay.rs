@@ -547,13 +547,6 @@ pub fn apply(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ApplyOu
     }
     outcome.agents_recomputed = recompute_agents(&mut connection, &agents)?;
     apply_dead_letters(&mut connection, scope, &mut outcome)?;
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    transaction.execute(
-        "INSERT OR IGNORE INTO main.dedupe_keys (source, key, seen_at) \
-         SELECT source, key, seen_at FROM rebuilt.dedupe_keys",
-        [],
-    )?;
-    transaction.commit()?;
     Ok(outcome)
 }
 

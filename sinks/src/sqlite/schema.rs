@@ -10,7 +10,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{Result, SqliteSinkError};
 
 /// The migrations, in order; `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -145,6 +151,15 @@ CREATE TABLE sink_meta (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: duplicates are recognised by their events' deterministic ids (the unique
+/// `events.id`), so the push-level `dedupe_keys` table, written twice per push (its key and its
+/// time index), goes; so does `events_time`, which no query used (time ranges go through
+/// `events_type_time`, timelines through `events_subject`).
+const MIGRATION_5: &str = "
+DROP TABLE dedupe_keys;
+DROP INDEX events_time;
+";
+
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
@@ -248,7 +263,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 7);
+        assert_eq!(tables, 6);
     }
 
     #[test]

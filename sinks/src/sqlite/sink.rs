@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use callhook_schemas::EventType;
 use chrono::{DateTime, Utc};
@@ -23,17 +23,12 @@ use crate::metrics::{BatchCommitted, SinkMetrics};
 /// The `sink` label of this sink's metrics.
 pub const METRIC_LABEL: &str = "sqlite";
 
-/// How many dedupe keys one pruning statement deletes; each chunk is its own short
-/// transaction so that pruning a large backlog never holds the write lock for long.
-const PRUNE_CHUNK: usize = 5_000;
-
 /// The SQLite sink. Owns one connection; every method blocks (a commit waits for fsync), so it
 /// runs on a dedicated thread or under `spawn_blocking`, never directly on the async runtime.
 #[derive(Debug)]
 pub struct SqliteSink {
     connection: Connection,
     path: PathBuf,
-    dedupe_window: Duration,
     metrics: SinkMetrics,
     calls: CallCache,
 }
@@ -69,7 +64,6 @@ impl SqliteSink {
         Ok(SqliteSink {
             connection,
             path,
-            dedupe_window: settings.dedupe_window,
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
             calls: CallCache::new(settings.call_cache_calls),
         })
@@ -92,7 +86,6 @@ impl SqliteSink {
         Ok(SqliteSink {
             connection,
             path: path.to_owned(),
-            dedupe_window: settings.dedupe_window,
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
             calls: CallCache::new(settings.call_cache_calls),
         })
@@ -123,18 +116,12 @@ impl SqliteSink {
         &self.path
     }
 
-    /// Returns the configured dedupe window: the normalizer prunes keys older than
-    /// `now - dedupe_window` with [`SqliteSink::prune_dedupe_keys`].
-    pub fn dedupe_window(&self) -> Duration {
-        self.dedupe_window
-    }
-
     /// Commits a whole batch in one durable transaction and returns what it did.
     ///
-    /// For each push, in order: its dedupe key is inserted; if the key was already recorded
-    /// the push is a duplicate and its events are skipped, else its events are inserted
-    /// (an event whose id is already stored is skipped) and the agents they carry a status
-    /// for are updated. Dead letters are inserted unless their `raw_ref` is stored. Then the
+    /// For each push, in order: its events are inserted and the agents they carry a status for
+    /// are updated. Event ids are deterministic (source, dedupe key, ordinal), so a push whose
+    /// first event is stored already is a re-send: it is counted as a duplicate and skipped
+    /// (a later event already stored is skipped and counted on its own). Dead letters are inserted unless their `raw_ref` is stored. Then the
     /// `calls` rows of every call that got a new event are recomputed, the consumer's offsets
     /// are moved forward, and the transaction commits (fsync'd). On error nothing of the batch
     /// is written, offsets included, and the same batch may be retried.
@@ -256,28 +243,10 @@ impl SqliteSink {
         Ok(offsets)
     }
 
-    /// Deletes the dedupe keys first seen before `older_than` and returns how many; deletes in
-    /// chunks, each its own transaction.
-    pub fn prune_dedupe_keys(&mut self, older_than: DateTime<Utc>) -> Result<usize> {
-        let cutoff = encode_time(&older_than);
-        let chunk = i64::try_from(PRUNE_CHUNK).unwrap_or(i64::MAX);
-        let mut removed = 0;
-        loop {
-            let deleted = self.connection.execute(
-                "DELETE FROM dedupe_keys WHERE (source, key) IN \
-                 (SELECT source, key FROM dedupe_keys WHERE seen_at < ?1 LIMIT ?2)",
-                params![cutoff, chunk],
-            )?;
-            removed += deleted;
-            if deleted < PRUNE_CHUNK {
-                return Ok(removed);
-            }
-        }
-    }
-
-    /// Returns whether the push `(source, key)` is in the persistent dedupe store.
-    pub fn contains_dedupe_key(&self, source: &str, key: &str) -> Result<bool> {
-        writes::dedupe_key_exists(&self.connection, source, key)
+    /// Returns whether the event `id` is stored (the first event of a push: whether the push
+    /// is).
+    pub fn contains_event(&self, id: &str) -> Result<bool> {
+        writes::event_exists(&self.connection, id)
     }
 }
 
@@ -300,10 +269,10 @@ fn write_item<'a>(
     match item {
         SinkItem::Push {
             source,
-            dedupe_key,
             received_at,
             events,
-        } => write_push(connection, tally, source, dedupe_key, received_at, events),
+            ..
+        } => write_push(connection, tally, source, received_at, events),
         SinkItem::DeadLetter {
             raw_ref,
             source,
@@ -329,21 +298,17 @@ fn write_item<'a>(
     }
 }
 
-/// Writes one push: its dedupe key, then (unless it is a duplicate) its events and the agent
-/// statuses they carry.
+/// Writes one push (unless it is a duplicate): its events and the agent statuses they carry.
 fn write_push<'a>(
     connection: &Connection,
     tally: &mut BatchTally<'a>,
     source: &str,
-    dedupe_key: &str,
     received_at: &DateTime<Utc>,
     events: &'a [SinkEvent],
 ) -> Result<()> {
-    if !writes::insert_dedupe_key(connection, source, dedupe_key, received_at)? {
-        tally.outcome.duplicates_skipped += 1;
-        return Ok(());
-    }
-    for sink_event in events {
+    // A push's events have deterministic ids (its source, dedupe key and ordinal): when the
+    // first one is stored already, the push is a re-send and none of its events is new.
+    for (ordinal, sink_event) in events.iter().enumerate() {
         let event = &sink_event.event;
         debug_assert_eq!(
             event.data.source_name, source,
@@ -351,6 +316,10 @@ fn write_push<'a>(
             event.id
         );
         if !writes::insert_event(connection, sink_event, received_at)? {
+            if ordinal == 0 {
+                tally.outcome.duplicates_skipped += 1;
+                return Ok(());
+            }
             tally.outcome.events_already_stored += 1;
             continue;
         }

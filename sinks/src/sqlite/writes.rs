@@ -16,19 +16,6 @@ use super::codec::{decode_event_type, decode_time, encode_time, to_sql_integer};
 use super::error::{Result, SqliteSinkError};
 use crate::batch::SinkEvent;
 
-/// Records a push's dedupe key; returns false when it was already recorded (a duplicate).
-pub(crate) fn insert_dedupe_key(
-    connection: &Connection,
-    source: &str,
-    key: &str,
-    seen_at: &DateTime<Utc>,
-) -> Result<bool> {
-    let mut statement = connection.prepare_cached(
-        "INSERT OR IGNORE INTO dedupe_keys (source, key, seen_at) VALUES (?1, ?2, ?3)",
-    )?;
-    Ok(statement.execute(params![source, key, encode_time(seen_at)])? == 1)
-}
-
 /// Stores an event (its data as the mapping stage serialized it); returns false when an
 /// event with its id is already stored.
 pub(crate) fn insert_event(
@@ -324,12 +311,11 @@ fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
     ])
 }
 
-/// Returns whether `(source, key)` is in the dedupe store.
-pub(crate) fn dedupe_key_exists(connection: &Connection, source: &str, key: &str) -> Result<bool> {
-    let mut statement =
-        connection.prepare_cached("SELECT 1 FROM dedupe_keys WHERE source = ?1 AND key = ?2")?;
+/// Returns whether an event with this id is stored.
+pub(crate) fn event_exists(connection: &Connection, id: &str) -> Result<bool> {
+    let mut statement = connection.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
     let found: Option<i64> = statement
-        .query_row(params![source, key], |row| row.get(0))
+        .query_row(params![id], |row| row.get(0))
         .optional()?;
     Ok(found.is_some())
 }
