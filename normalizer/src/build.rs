@@ -118,57 +118,44 @@ pub fn event_id(source_name: &str, dedupe_key: &str, ordinal: usize) -> String {
 /// Returns a 16-hex-digit hash of the payload with object keys sorted (so key order and
 /// white space, which a retry may not reproduce, do not change it).
 pub fn payload_hash(fields: &Map<String, Value>) -> String {
-    // Streamed into the hasher: no copy of the payload, no string per key or value.
-    let mut hasher = HashWriter(Sha256::new());
-    write_canonical_map(fields, &mut hasher);
-    hex::encode(&hasher.0.finalize()[..8])
-}
-
-/// Feeds whatever is written into a SHA-256.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // The canonical text is written out whole, then hashed in one call: feeding SHA-256 a
+    // few bytes at a time cost more than the hashing itself.
+    let mut canonical = Vec::with_capacity(1024);
+    write_canonical_map(fields, &mut canonical);
+    hex::encode(&Sha256::digest(&canonical)[..8])
 }
 
 /// Writes `{"key":value,...,}` with keys sorted; keys and scalars in serde_json's compact form.
-fn write_canonical_map(map: &Map<String, Value>, out: &mut HashWriter) {
+fn write_canonical_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
-    out.0.update(b"{");
+    out.push(b'{');
     for (key, value) in entries {
         write_json(key, out);
-        out.0.update(b":");
+        out.push(b':');
         write_canonical(value, out);
-        out.0.update(b",");
+        out.push(b',');
     }
-    out.0.update(b"}");
+    out.push(b'}');
 }
 
-fn write_canonical(value: &Value, out: &mut HashWriter) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => write_canonical_map(map, out),
         Value::Array(items) => {
-            out.0.update(b"[");
+            out.push(b'[');
             for item in items {
                 write_canonical(item, out);
-                out.0.update(b",");
+                out.push(b',');
             }
-            out.0.update(b"]");
+            out.push(b']');
         }
         scalar => write_json(scalar, out),
     }
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut HashWriter) {
-    // Writing into a hasher cannot fail, and these values always serialize.
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing into a vector cannot fail, and these values always serialize.
     let _ = serde_json::to_writer(out, value);
 }
 

@@ -128,6 +128,9 @@ fn parse_epoch(text: &str) -> Option<DateTime<Utc>> {
 }
 
 fn parse_local(text: &str) -> Option<NaiveDateTime> {
+    if let Some(time) = parse_plain_local(text) {
+        return Some(time);
+    }
     let bytes = text.as_bytes();
     if bytes.len() == 14 && bytes.iter().all(u8::is_ascii_digit) {
         return NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").ok();
@@ -140,6 +143,30 @@ fn parse_local(text: &str) -> Option<NaiveDateTime> {
     let rest = text.get(10..)?;
     let rest = rest.strip_prefix([' ', 'T']).unwrap_or(rest).trim_start();
     let time = NaiveTime::parse_from_str(rest, "%H:%M:%S%.f").ok()?;
+    Some(date.and_time(time))
+}
+
+/// The shape nearly every vendor sends, `2021-05-08 14:39:37` (or `/` between the date's
+/// parts), read without chrono's format-string parser. `None` for anything else, including a
+/// leap second, which [`parse_local`]'s general path then reads as chrono does.
+fn parse_plain_local(text: &str) -> Option<NaiveDateTime> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 19 || !matches!(bytes[10], b' ' | b'T') {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |value, byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+        })
+    };
+    let date_separators = matches!(bytes[4], b'-' | b'/') && matches!(bytes[7], b'-' | b'/');
+    if !date_separators || bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let year = i32::try_from(number(0..4)?).ok()?;
+    let date = NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)?;
+    let time = NaiveTime::from_hms_opt(number(11..13)?, number(14..16)?, number(17..19)?)?;
     Some(date.and_time(time))
 }
 
@@ -268,6 +295,32 @@ mod tests {
         fn test_epoch_seconds_round_trip(seconds in MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS) {
             let parsed = parse_time(&seconds.to_string(), zone()).unwrap();
             prop_assert_eq!(parsed.timestamp(), seconds);
+        }
+    }
+
+    proptest! {
+        /// The fast path reads every plain local time exactly as the general path does, and
+        /// declines what it does not read.
+        #[test]
+        fn prop_plain_local_times_agree_with_chrono(
+            year in 0u32..10000, month in 0u32..14, day in 0u32..33,
+            hour in 0u32..26, minute in 0u32..62, second in 0u32..62,
+            date_sep in prop::sample::select(vec!['-', '/']),
+            middle in prop::sample::select(vec![' ', 'T']),
+        ) {
+            let text = format!(
+                "{year:04}{date_sep}{month:02}{date_sep}{day:02}{middle}{hour:02}:{minute:02}:{second:02}"
+            );
+            let date_part = text[..10].replace('/', "-");
+            let general = NaiveDate::parse_from_str(&date_part, "%Y-%m-%d").ok().and_then(|date| {
+                NaiveTime::parse_from_str(&text[11..], "%H:%M:%S%.f")
+                    .ok()
+                    .map(|time| date.and_time(time))
+            });
+            match parse_plain_local(&text) {
+                Some(fast) => prop_assert_eq!(Some(fast), general),
+                None => prop_assert!(general.is_none() || second == 60),
+            }
         }
     }
 }

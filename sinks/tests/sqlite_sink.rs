@@ -479,3 +479,51 @@ fn test_open_creates_the_directory_sets_wal_and_refuses_newer_schemas() {
         "{refused}"
     );
 }
+
+#[test]
+fn test_a_bulk_fill_ends_with_the_schema_and_rows_of_an_ordinary_sink() {
+    let ordinary = scratch_dir();
+    let bulk = scratch_dir();
+    let batches = || {
+        vec![
+            batch(vec![push("k1", whole_call())], vec![(0, 1)]),
+            batch(
+                vec![push("k1", whole_call()), dead_letter("0:7", "parse_error")],
+                vec![(0, 3)],
+            ),
+        ]
+    };
+    let mut sink = open_sink(ordinary.path());
+    for each in batches() {
+        sink.commit_batch(&each).unwrap();
+    }
+    drop(sink);
+    let mut filled = SqliteSink::open_bulk(&bulk.path().join("callhook.db")).unwrap();
+    let outcomes: Vec<CommitOutcome> = batches()
+        .iter()
+        .map(|each| filled.commit_batch(each).unwrap())
+        .collect();
+    assert_eq!(
+        outcomes[1].duplicates_skipped, 1,
+        "the dedupe works mid-fill"
+    );
+    filled.finish_bulk().unwrap();
+    let schema = "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name";
+    assert_eq!(
+        rows(bulk.path(), schema),
+        rows(ordinary.path(), schema),
+        "every index dropped for the fill is back"
+    );
+    for table in [
+        "events",
+        "calls",
+        "agents",
+        "dead_letters",
+        "consumer_offsets",
+    ] {
+        let select = format!("SELECT * FROM {table} ORDER BY 1, 2");
+        assert_eq!(rows(bulk.path(), &select), rows(ordinary.path(), &select));
+    }
+    let mode = rows(bulk.path(), "PRAGMA journal_mode");
+    assert_eq!(mode, vec![vec![text("wal")]]);
+}

@@ -10,7 +10,7 @@
 //! 3. Drain: a fresh SQLite sink and [`Normalizer::drain`] with the default `[normalizer]`
 //!    settings (or `--batch-records`), timed from `Normalizer::new` to the last commit.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use callhook_rawlog::{LogAppender, RawRecord};
 use callhook_sinks::SinkItem;
 use callhook_sinks::{SqliteSink, SqliteSinkSettings};
 use clap::Parser;
+use mimalloc::MiMalloc;
 use serde_json::json;
 
 /// Counts the bytes currently allocated through the global allocator.
@@ -38,25 +39,25 @@ struct CountingAllocator;
 
 static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+// SAFETY: every call is forwarded unchanged to mimalloc; only a counter is added.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` was allocated by `MiMalloc` with `layout`.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATED_BYTES.fetch_add(new_size, Ordering::Relaxed);
         ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -87,6 +88,11 @@ struct Args {
     /// golden fixtures in rounds with unique ids).
     #[arg(long, default_value = "realistic")]
     workload: String,
+    /// The phases to run after the pre-fill, comma-separated: `mapping` (mapping alone, no
+    /// sink), `rebuild` (`callhook replay --into`) and `drain` (the live normalizer loop).
+    /// Each runs on a thread of its own name, so a profile tells them apart.
+    #[arg(long, value_delimiter = ',', default_value = "mapping,rebuild,drain")]
+    phases: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,18 +129,21 @@ fn main() -> anyhow::Result<()> {
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let memory_before_drain = own_memory();
     let memory_before_rebuild = own_memory();
-    let mapping = mapping_only(&log, &sources)?;
-    let rebuild = rebuild(&log, &dir, &sources)?;
-    // On a thread of its own name, so that a profile tells the drain from the pre-fill.
-    let drain = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("normalizer".into())
-            .spawn_scoped(scope, || {
-                drain(&log, &dir, sources.clone(), args.batch_records)
-            })
-            .map(|thread| thread.join())
-    })?
-    .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
+    for phase in &args.phases {
+        if !["mapping", "rebuild", "drain"].contains(&phase.as_str()) {
+            anyhow::bail!("--phases: `{phase}` is not one of mapping, rebuild, drain");
+        }
+    }
+    let wanted = |phase: &str| args.phases.iter().any(|wanted| wanted == phase);
+    let mapping = on_thread("mapping", wanted("mapping"), || {
+        mapping_only(&log, &sources)
+    })?;
+    let rebuild = on_thread("rebuild", wanted("rebuild"), || {
+        rebuild(&log, &dir, &sources)
+    })?;
+    let drain = on_thread("normalizer", wanted("drain"), || {
+        drain(&log, &dir, sources.clone(), args.batch_records)
+    })?;
     log.close()?;
     let output = json!({
         "pushes": args.pushes,
@@ -152,6 +161,24 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string(&output)?);
     Ok(())
+}
+
+/// Runs `phase` on a thread named `name` if `wanted`; `null` if not.
+fn on_thread(
+    name: &str,
+    wanted: bool,
+    phase: impl FnOnce() -> anyhow::Result<serde_json::Value> + Send,
+) -> anyhow::Result<serde_json::Value> {
+    if !wanted {
+        return Ok(json!(null));
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn_scoped(scope, phase)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the {name} phase panicked"))?
+    })
 }
 
 fn measure_dedupe_cache(keys: usize) -> serde_json::Value {

@@ -33,7 +33,7 @@ use crate::batch::SinkEvent;
 pub(crate) type TouchedCalls<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a SinkEvent>>;
 
 /// The cache key: `(source_name, call_id)`.
-type CallKey = (String, String);
+pub(crate) type CallKey = (String, String);
 
 /// A call's fold as of the row revision it wrote.
 #[derive(Debug)]

@@ -182,7 +182,7 @@ pub(crate) fn configure(
     // last batches whole, their offsets with them: the normalizer maps those records again from
     // the raw log, which is synced at every acknowledgement (see the module docs of `super`).
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    // A batch inserts into `events` and five indexes at random places (ids are hashes): with
+    // A batch inserts into `events` and its indexes at random places (ids are hashes): with
     // SQLite's default 2 MiB page cache, a batch of 1,000 pushes spilled dirty pages to the WAL
     // mid-transaction and read them back (the bench showed ~10 page writes and ~8 page reads
     // per event). The cache is allocated as pages are used, up to this bound.
@@ -192,9 +192,6 @@ pub(crate) fn configure(
     // pair of fsyncs) are 20x rarer than at SQLite's default of 1000 (bench: CPU per push of a
     // 100k drain 7.9 -> 6.3 CPU-seconds).
     connection.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-    if let Ok(extra) = std::env::var("CALLHOOK_EXPERIMENT_PRAGMAS") {
-        connection.execute_batch(&extra)?;
-    }
     Ok(())
 }
 
@@ -209,6 +206,30 @@ pub(crate) fn configure_bulk(connection: &Connection) -> rusqlite::Result<()> {
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
     Ok(())
+}
+
+/// The index a bulk fill keeps because its writes read through it (a call's stored events).
+const BULK_KEPT_INDEX: &str = "events_subject";
+
+/// Drops the secondary indexes a bulk fill can build at its end (every index with a `CREATE`
+/// statement but [`BULK_KEPT_INDEX`]; the unique and primary-key indexes have none and stay);
+/// returns their `CREATE` statements.
+pub(crate) fn drop_deferrable_indexes(connection: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND name != ?1 \
+         ORDER BY name",
+    )?;
+    let indexes = statement
+        .query_map([BULK_KEPT_INDEX], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut creates = Vec::with_capacity(indexes.len());
+    for (name, create) in indexes {
+        connection.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+        creates.push(create);
+    }
+    Ok(creates)
 }
 
 /// Turns a bulk-filled file into an ordinary one: WAL, normal locking.

@@ -31,6 +31,10 @@ pub struct SqliteSink {
     path: PathBuf,
     metrics: SinkMetrics,
     calls: CallCache,
+    /// A bulk fill ([`SqliteSink::open_bulk`]): one transaction from open to finish.
+    bulk: bool,
+    /// The `CREATE INDEX` statements of the indexes a bulk fill builds at its end.
+    deferred_indexes: Vec<String>,
 }
 
 impl SqliteSink {
@@ -66,13 +70,22 @@ impl SqliteSink {
             path,
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
             calls: CallCache::new(settings.call_cache_calls),
+            bulk: false,
+            deferred_indexes: Vec::new(),
         })
     }
 
     /// Opens a new database at `path` to be filled in one go (a rebuild from the raw log):
-    /// no journal, no syncs, a 256 MiB page cache and an exclusive lock, because a rebuild that
-    /// dies is started again from scratch, never resumed. [`SqliteSink::finish_bulk`] makes it
-    /// an ordinary database (WAL) that a normalizer can take over.
+    /// no journal, no syncs, a 256 MiB page cache, an exclusive lock and one transaction from
+    /// here to [`SqliteSink::finish_bulk`], because a rebuild that dies is started again from
+    /// scratch, never resumed. (Committing each batch would write every index page a batch
+    /// touched once per batch: with ids that are hashes, that is nearly all of them, so a
+    /// million-push rebuild wrote its indexes some 200 times over.) `commit_batch` then only
+    /// writes; a failed batch leaves the fill unusable. The secondary indexes that the writes
+    /// themselves do not read are dropped here and built at the end, each by one sort rather
+    /// than by an insert per row (`events_subject` stays: a call's fold is read through it,
+    /// and the unique indexes stay: they are the dedupe). `finish_bulk` builds them, commits
+    /// and makes the file an ordinary database (WAL) that a normalizer can take over.
     pub fn open_bulk(path: &Path) -> Result<SqliteSink> {
         let settings = SqliteSinkSettings::for_path(path);
         let open_error = |source| SqliteSinkError::Open {
@@ -83,16 +96,27 @@ impl SqliteSink {
         schema::configure_bulk(&connection).map_err(open_error)?;
         connection.set_prepared_statement_cache_capacity(32);
         schema::migrate(&mut connection)?;
+        connection.execute_batch("BEGIN")?;
+        let deferred_indexes = schema::drop_deferrable_indexes(&connection)?;
         Ok(SqliteSink {
             connection,
             path: path.to_owned(),
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
             calls: CallCache::new(settings.call_cache_calls),
+            bulk: true,
+            deferred_indexes,
         })
     }
 
-    /// Ends a bulk fill: switches the file to WAL, syncs it and closes it.
+    /// Ends a bulk fill: builds the deferred indexes, commits, switches the file to WAL, syncs
+    /// it and closes it.
     pub fn finish_bulk(self) -> Result<()> {
+        if self.bulk {
+            for create in &self.deferred_indexes {
+                self.connection.execute_batch(create)?;
+            }
+            self.connection.execute_batch("COMMIT")?;
+        }
         schema::finish_bulk(&self.connection)?;
         let path = self.path.clone();
         drop(self);
@@ -127,19 +151,19 @@ impl SqliteSink {
     /// is written, offsets included, and the same batch may be retried.
     pub fn commit_batch(&mut self, batch: &SinkBatch) -> Result<CommitOutcome> {
         let started = Instant::now();
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut tally = BatchTally::default();
-        for item in &batch.items {
-            write_item(&transaction, &mut tally, item)?;
-        }
-        crate::failpoints::crash_at("sink::mid_transaction");
-        let kept = self.calls.write_rows(&transaction, &tally.touched_calls)?;
-        tally.outcome.calls_touched = tally.touched_calls.len() as u64;
-        writes::store_offsets(&transaction, &batch.consumer, &batch.offsets)?;
-        transaction.commit()?;
-        self.calls.keep(kept);
+        let tally = if self.bulk {
+            let (tally, kept) = write_batch(&self.connection, &mut self.calls, batch)?;
+            self.calls.keep(kept);
+            tally
+        } else {
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (tally, kept) = write_batch(&transaction, &mut self.calls, batch)?;
+            transaction.commit()?;
+            self.calls.keep(kept);
+            tally
+        };
         let committed = BatchCommitted {
             outcome: tally.outcome,
             elapsed: started.elapsed(),
@@ -258,6 +282,28 @@ struct BatchTally<'a> {
     dead_letters_by_reason: BTreeMap<&'a str, u64>,
     /// The new call events of the batch, by `(source_name, call_id)`.
     touched_calls: TouchedCalls<'a>,
+}
+
+/// Folds kept for the call cache once their batch is committed.
+type KeptFolds = Vec<(super::calls::CallKey, super::calls::CachedFold)>;
+
+/// Writes a whole batch on `connection` (inside the caller's transaction): its items, the
+/// `calls` rows they touch and the consumer's offsets. Returns the tally and the folds to
+/// keep once the batch is committed.
+fn write_batch<'a>(
+    connection: &Connection,
+    calls: &mut CallCache,
+    batch: &'a SinkBatch,
+) -> Result<(BatchTally<'a>, KeptFolds)> {
+    let mut tally = BatchTally::default();
+    for item in &batch.items {
+        write_item(connection, &mut tally, item)?;
+    }
+    crate::failpoints::crash_at("sink::mid_transaction");
+    let kept = calls.write_rows(connection, &tally.touched_calls)?;
+    tally.outcome.calls_touched = tally.touched_calls.len() as u64;
+    writes::store_offsets(connection, &batch.consumer, &batch.offsets)?;
+    Ok((tally, kept))
 }
 
 /// Writes one item of a batch.

@@ -19,7 +19,7 @@ pub const CONSUMER: &str = "normalizer";
 /// Returns a fresh temporary directory, on tmpfs (`/dev/shm`) when the machine has one.
 ///
 /// These tests check what the sink writes, not how long fsync takes; on a disk every commit
-/// waits several milliseconds for `synchronous=FULL`, which would make the exhaustive
+/// may wait several milliseconds for an fsync (the WAL at checkpoints), which would make the exhaustive
 /// permutation tests take minutes. The files are still real SQLite files in WAL mode.
 pub fn scratch_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
