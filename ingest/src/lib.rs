@@ -33,12 +33,14 @@
 //! - `handler`: routing, limits, the record and the ack; `server`: accept loops, connection
 //!   cap, graceful shutdown; `admin`: `/metrics`, `/healthz`, `/readyz`;
 //! - `metrics` and `events`: the `callhook_ingest_*` metrics and the typed events that update
-//!   them; `partition_key`, `record`, `request_id`: helpers of the handler.
+//!   them; `partition_key`, `record`, `request_id`: helpers of the handler; `fd_limit`:
+//!   [`raise_fd_limit`].
 
 mod admin;
 pub mod auth;
 pub mod config;
 mod events;
+mod fd_limit;
 mod handler;
 mod metrics;
 mod partition_key;
@@ -52,5 +54,6 @@ pub use auth::{
     SourceAuthConfig, StandardWebhooksConfig,
 };
 pub use config::{ConfigError, IngestConfig, IngestSettings, SourceSettings};
+pub use fd_limit::raise_fd_limit;
 pub use handler::{IngestError, Receiver};
 pub use server::{run, run_admin};
