@@ -97,6 +97,11 @@ pub struct IngestConfig {
     /// Longest time, in milliseconds, a response may wait for the client to read it before
     /// the connection is closed (a client that sends but never reads). Default 10 000.
     pub response_write_timeout_ms: u64,
+    /// When a new connection finds every place taken and none idle, a connection whose
+    /// request head has been arriving for longer than this, in milliseconds, is closed to make
+    /// room (a slowloris spread over many addresses; vendors send a head in one packet).
+    /// Requests the handler already has are never closed. Default 1000.
+    pub header_read_timeout_at_capacity_ms: u64,
     /// Request headers (case-insensitive names) copied into each raw record. Credential headers
     /// (`authorization`, `authentication`, `cookie`, ...) are refused. Default: `content-type`,
     /// `user-agent`, `x-forwarded-for`, `x-real-ip`, `webhook-id`, `webhook-timestamp`,
@@ -114,6 +119,7 @@ impl Default for IngestConfig {
             max_connections_per_ip: 256,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             response_write_timeout_ms: 10_000,
+            header_read_timeout_at_capacity_ms: 1000,
             selected_headers: [
                 "content-type",
                 "user-agent",
@@ -139,6 +145,7 @@ pub struct IngestSettings {
     pub(crate) max_connections_per_ip: NonZeroUsize,
     pub(crate) max_header_bytes: usize,
     pub(crate) response_write_timeout: Duration,
+    pub(crate) header_read_timeout_at_capacity: Duration,
     pub(crate) selected_headers: Vec<HeaderName>,
 }
 
@@ -162,6 +169,10 @@ impl IngestConfig {
         let max_header_bytes = validate_header_limit(self.max_header_bytes)?;
         let response_write_timeout =
             validate_ms("response_write_timeout_ms", self.response_write_timeout_ms)?;
+        let header_read_timeout_at_capacity = validate_ms(
+            "header_read_timeout_at_capacity_ms",
+            self.header_read_timeout_at_capacity_ms,
+        )?;
         let selected_headers = self
             .selected_headers
             .iter()
@@ -175,6 +186,7 @@ impl IngestConfig {
             max_connections_per_ip,
             max_header_bytes,
             response_write_timeout,
+            header_read_timeout_at_capacity,
             selected_headers,
         })
     }
@@ -277,6 +289,10 @@ mod tests {
         assert_eq!(settings.max_connections_per_ip.get(), 256);
         assert_eq!(settings.max_header_bytes, 32 * 1024);
         assert_eq!(settings.response_write_timeout, Duration::from_secs(10));
+        assert_eq!(
+            settings.header_read_timeout_at_capacity,
+            Duration::from_secs(1)
+        );
         assert!(settings
             .selected_headers
             .iter()

@@ -155,6 +155,12 @@ pub(crate) enum ShedReason {
     IdleAtIpLimit,
     /// Closed while waiting for a request, to make room under `max_connections`.
     IdleAtCapacity,
+    /// Closed with its head arriving for over `header_read_timeout_at_capacity_ms`, to make
+    /// room for a new connection from the same address.
+    SlowHeadAtIpLimit,
+    /// Closed with its head arriving for over `header_read_timeout_at_capacity_ms`, to make
+    /// room under `max_connections`.
+    SlowHeadAtCapacity,
     /// No complete request head within `header_read_timeout_ms`.
     HeaderTimeout,
     /// The request head was refused by the HTTP parser (`400`, `414`, `431`).
@@ -165,10 +171,12 @@ pub(crate) enum ShedReason {
 
 impl ShedReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [ShedReason; 6] = [
+    pub(crate) const ALL: [ShedReason; 8] = [
         ShedReason::IpLimit,
         ShedReason::IdleAtIpLimit,
         ShedReason::IdleAtCapacity,
+        ShedReason::SlowHeadAtIpLimit,
+        ShedReason::SlowHeadAtCapacity,
         ShedReason::HeaderTimeout,
         ShedReason::HeadRejected,
         ShedReason::WriteTimeout,
@@ -180,6 +188,8 @@ impl ShedReason {
             ShedReason::IpLimit => "ip_limit",
             ShedReason::IdleAtIpLimit => "idle_at_ip_limit",
             ShedReason::IdleAtCapacity => "idle_at_capacity",
+            ShedReason::SlowHeadAtIpLimit => "slow_head_at_ip_limit",
+            ShedReason::SlowHeadAtCapacity => "slow_head_at_capacity",
             ShedReason::HeaderTimeout => "header_timeout",
             ShedReason::HeadRejected => "head_rejected",
             ShedReason::WriteTimeout => "write_timeout",
@@ -190,7 +200,11 @@ impl ShedReason {
     pub(crate) fn is_limit(self) -> bool {
         matches!(
             self,
-            ShedReason::IpLimit | ShedReason::IdleAtIpLimit | ShedReason::IdleAtCapacity
+            ShedReason::IpLimit
+                | ShedReason::IdleAtIpLimit
+                | ShedReason::IdleAtCapacity
+                | ShedReason::SlowHeadAtIpLimit
+                | ShedReason::SlowHeadAtCapacity
         )
     }
 }

@@ -154,6 +154,42 @@ async fn test_slowloris_bodies_from_one_address_leave_room_for_others() {
 }
 
 #[tokio::test]
+async fn test_slowloris_heads_spread_over_addresses_leave_room_for_others() {
+    let config = IngestConfig {
+        max_connections: 16,
+        header_read_timeout_ms: 120_000,
+        header_read_timeout_at_capacity_ms: 200,
+        ..IngestConfig::default()
+    };
+    let server = start(config, open_sources(&["7moor"])).await;
+    let shed_before = shed_total(&server, "slow_head_at_capacity").await;
+    // 32 slow heads from 8 addresses, each address far under its limit: every place is busy
+    // and only the header timeout (120 s) would free one, but for shedding slow heads.
+    let (stop, stop_rx) = watch::channel(false);
+    let mut clients = JoinSet::new();
+    for index in 0..32u8 {
+        let from = Ipv4Addr::new(127, 0, 5, 1 + index % 8);
+        clients.spawn(slow_client(
+            from,
+            server.addr,
+            b"POST /hooks/7moor HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            b'a',
+            stop_rx.clone(),
+        ));
+    }
+    // The first 16 heads made way for the next 16 as they aged.
+    let shed = next_closed(&mut clients, 16).await;
+    assert!(shed.iter().all(String::is_empty), "{shed:?}");
+    let statuses = post_pushes(&server, "spread", 10).await;
+    assert!(all_ok(&statuses), "{statuses:?}");
+    assert!(shed_total(&server, "slow_head_at_capacity").await - shed_before >= 16.0);
+    let still_open = stop_all(clients, stop).await;
+    assert!(still_open <= 16, "{still_open}");
+    assert_eq!(server.log.records().len(), 10);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn test_slowloris_dribbling_forever_is_closed_by_the_read_timeouts() {
     let config = IngestConfig {
         header_read_timeout_ms: 300,

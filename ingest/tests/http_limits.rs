@@ -137,10 +137,11 @@ async fn test_connection_cap_holds_new_connections_while_all_are_busy() {
         ..IngestConfig::default()
     };
     let server = start(config, open_sources(&["7moor"])).await;
-    // The first connection takes the only place and is mid-head: busy, so it is not shed.
+    // The first connection takes the only place with a request in the handler (its body is
+    // still coming): never shed.
     let mut holder = TcpStream::connect(server.addr).await.unwrap();
     holder
-        .write_all(b"GET /hooks/7moor HTTP/1.1\r\nHo")
+        .write_all(b"POST /hooks/7moor HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

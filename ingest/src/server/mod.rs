@@ -10,17 +10,26 @@
 //!   *busy* from the first byte of a request head until its response is handed to hyper.
 //! - **Idle connections never keep a client out.** When `max_connections` are open, a new
 //!   connection makes the connection that has waited longest close (nginx reuses its idle
-//!   keep-alive connections the same way). Only when every connection is busy does the
-//!   listener stop accepting; new connections then wait in the kernel's listen backlog, which
-//!   is safer for delivery than a refusal some vendors may drop (VENDORS.md: their retry
-//!   behaviour is undocumented). Busy connections end within bounded time: see the timeouts.
+//!   keep-alive connections the same way).
+//! - **Slow heads do not either, under pressure.** When none is waiting, the connection whose
+//!   request head has been arriving longest is closed instead, once that is longer than
+//!   `header_read_timeout_at_capacity_ms` (envoy's overload manager shortens its timeouts the
+//!   same way): a slowloris spread over many addresses. No request the handler has is ever
+//!   closed: when every connection has one, the listener stops accepting and new connections
+//!   wait in the kernel's listen backlog, which is safer for delivery than a refusal some
+//!   vendors may drop (VENDORS.md: their retry behaviour is undocumented). Those requests end
+//!   within bounded time: see the timeouts.
 //! - **One address cannot take the listener.** At most `max_connections_per_ip` connections
 //!   are open per client address (an IPv4 address or an IPv6 /64). At that limit a new
-//!   connection from the address makes that address's longest-waiting connection close, or,
-//!   when all of them are busy (a slowloris), is refused: closed at once, nothing read.
-//! - **Nothing is lost by shedding.** A shed connection has no request in progress: hyper's
-//!   graceful shutdown closes it at once when it is waiting, and lets a request that raced
-//!   the decision finish first. Refusals happen before any byte is read.
+//!   connection from the address makes that address's longest-waiting connection (else its
+//!   oldest slow head, as above) close, or, when there is none, is refused: closed at once,
+//!   nothing read.
+//! - **Nothing is lost by shedding.** A shed connection has no request in the handler: hyper's
+//!   graceful shutdown closes a waiting one at once, and lets a request that raced the
+//!   decision finish first; a slow head is dropped only if still incomplete. Refusals happen before any byte is read. One exception: bytes
+//!   a client pipelined behind its previous request may already sit in hyper's buffer when
+//!   the connection counts as waiting; a shed then closes with them unanswered (nothing
+//!   stored), which RFC 9112 §9.3.2 tells pipelining clients to retry.
 //! - **Timeouts.** A new connection's first byte must arrive within `header_read_timeout_ms`,
 //!   then its request head within `header_read_timeout_ms` (hyper's timer, which also closes a
 //!   keep-alive connection idle that long); the handler bounds the body with
@@ -66,7 +75,7 @@ use crate::admin::AdminState;
 use crate::events::ConnectionShed;
 use crate::handler::Receiver;
 use crate::metrics::{metrics, ConnectionGuard, ShedCounters, ShedReason};
-use registry::{Admission, Limits, Registration, Registry, Slot};
+use registry::{Admission, Limits, Registration, Registry, Slot, Victim};
 use stream::ConnectionStream;
 
 /// Connections the admin listener serves at once (scrapers and probes only, often from one
@@ -96,6 +105,7 @@ pub async fn run(
         limits: Limits {
             max_connections: settings.max_connections.get(),
             max_per_address: settings.max_connections_per_ip.get(),
+            shed_heads_after: settings.header_read_timeout_at_capacity,
         },
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes,
@@ -123,6 +133,7 @@ pub async fn run_admin(
         limits: Limits {
             max_connections: ADMIN_MAX_CONNECTIONS,
             max_per_address: ADMIN_MAX_CONNECTIONS,
+            shed_heads_after: ADMIN_HEADER_READ_TIMEOUT,
         },
         header_read_timeout: ADMIN_HEADER_READ_TIMEOUT,
         max_header_bytes: ADMIN_MAX_HEADER_BYTES,
@@ -253,11 +264,15 @@ async fn admit<H>(
         tokio::pin!(changed);
         changed.as_mut().enable();
         let decision = registry.admit(peer);
-        if decision.shed_for_address {
-            listener.shed(ShedReason::IdleAtIpLimit, peer);
+        match decision.shed_for_address {
+            Some(Victim::Idle) => listener.shed(ShedReason::IdleAtIpLimit, peer),
+            Some(Victim::SlowHead) => listener.shed(ShedReason::SlowHeadAtIpLimit, peer),
+            None => {}
         }
-        if decision.shed_for_capacity {
-            listener.shed(ShedReason::IdleAtCapacity, peer);
+        match decision.shed_for_capacity {
+            Some(Victim::Idle) => listener.shed(ShedReason::IdleAtCapacity, peer),
+            Some(Victim::SlowHead) => listener.shed(ShedReason::SlowHeadAtCapacity, peer),
+            None => {}
         }
         match decision.admission {
             Admission::Admitted(registration) => return Some(registration),
@@ -265,7 +280,16 @@ async fn admit<H>(
                 listener.shed(ShedReason::IpLimit, peer);
                 return None;
             }
-            Admission::Full => changed.await,
+            Admission::Full { retry_in: None } => changed.await,
+            // A head in progress becomes old enough to shed then, with no event to say so.
+            Admission::Full {
+                retry_in: Some(retry_in),
+            } => {
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep(retry_in) => {}
+                }
+            }
         }
     }
 }
@@ -337,6 +361,11 @@ async fn serve_connection<H, F>(
         tokio::select! {
             result = connection.as_mut() => break result,
             () = slot.close_requested(), if !close_signalled => {
+                // Shed for a slow head and still in it: drop the connection, nothing of a
+                // request reached the handler (this task is the one that would hand it over).
+                if slot.abort_head_requested() && slot.is_receiving() {
+                    return;
+                }
                 close_signalled = true;
                 connection.as_mut().graceful_shutdown();
             }

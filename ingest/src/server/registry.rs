@@ -5,17 +5,21 @@
 //! Invariants (checked by `debug_assert!` and the unit tests):
 //! - at most `max_connections` connections are registered: [`Registry::admit`] answers
 //!   [`Admission::Full`] at the limit, and the caller waits for a close;
-//! - only a connection *waiting* for a request (none of its bytes received since it was
-//!   accepted or since its last response) is ever chosen to be shed, the longest-waiting first;
-//!   a new connection is not waiting until its task has looked at its socket, so a burst of
+//! - a connection *waiting* for a request (none of its bytes received since it was accepted
+//!   or since its last response) is chosen to be shed first, the longest-waiting first; a new
+//!   connection is not waiting until its task has looked at its socket, so a burst of
 //!   connections admitted before their tasks ran never sheds one whose request is queued;
+//! - when none is waiting, a connection whose request head has been arriving for longer than
+//!   `shed_heads_after` is chosen, the oldest head first (a slowloris spread over addresses);
+//!   a connection whose request the handler has is never chosen;
 //! - a connection is chosen at most once (`leaving`), and a chosen one counts against neither
 //!   limit, so one admission never sheds more than one connection per limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -27,7 +31,8 @@ const PHASE_BITS: u32 = 2;
 const PHASE_MASK: u64 = (1 << PHASE_BITS) - 1;
 /// No byte of a request received since the connection opened or since its last response.
 const WAITING: u64 = 0;
-/// Bytes of a request head received; the handler does not have it yet.
+/// Bytes of a request head received (since the millisecond in the high bits); the handler
+/// does not have it yet.
 const RECEIVING: u64 = 1;
 /// The handler has the request (reading its body, appending, answering).
 const HANDLING: u64 = 2;
@@ -38,11 +43,18 @@ fn waiting_now() -> u64 {
     WAIT_TICKS.fetch_add(1, Ordering::Relaxed) << PHASE_BITS | WAITING
 }
 
+/// Milliseconds since the first call: when a head started arriving.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let elapsed = EPOCH.get_or_init(Instant::now).elapsed();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX >> PHASE_BITS)
+}
+
 /// What the registry and every slot share: the wake-up of an admission waiting for room.
 #[derive(Default)]
 struct Signals {
-    /// Notified when a connection closes, and when one starts waiting while an admission
-    /// waits for room.
+    /// Notified when a connection closes, and, while an admission waits for room, when one
+    /// leaves the new phase or starts waiting: any of them may make room.
     changed: Notify,
     /// True while the accept loop is deciding on or waiting for a place.
     admission_pending: AtomicBool,
@@ -55,6 +67,8 @@ pub(super) struct Slot {
     signals: Arc<Signals>,
     /// Told to close: shed by the registry, or the listener shuts down.
     close: Notify,
+    /// The close is for a slow head: drop the connection if its head is still incomplete.
+    abort_head: AtomicBool,
     /// A response write waited longer than the write timeout (set by the connection's stream).
     write_timed_out: AtomicBool,
 }
@@ -65,6 +79,7 @@ impl Slot {
             state: AtomicU64::new(NEW),
             signals,
             close: Notify::new(),
+            abort_head: AtomicBool::new(false),
             write_timed_out: AtomicBool::new(false),
         }
     }
@@ -80,14 +95,27 @@ impl Slot {
         }
     }
 
-    /// Marks that bytes of a request arrived, if the connection was new or waiting.
+    /// Marks that bytes of a request arrived, if the connection was new or waiting. A new one
+    /// wakes an admission waiting for room: its head may become old enough to shed.
     pub(super) fn mark_receiving(&self) {
-        if matches!(
-            self.state.load(Ordering::Relaxed) & PHASE_MASK,
-            WAITING | NEW
-        ) {
-            self.state.store(RECEIVING, Ordering::Relaxed);
+        let phase = self.state.load(Ordering::Relaxed) & PHASE_MASK;
+        if matches!(phase, WAITING | NEW) {
+            let since = now_ms() << PHASE_BITS | RECEIVING;
+            self.state.store(since, Ordering::SeqCst);
+            if phase == NEW && self.signals.admission_pending.load(Ordering::SeqCst) {
+                self.signals.changed.notify_waiters();
+            }
         }
+    }
+
+    /// Returns true while a request head is arriving and the handler does not have it.
+    pub(super) fn is_receiving(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & PHASE_MASK == RECEIVING
+    }
+
+    /// Returns true when the close asked for is for a slow head ([`Slot::is_receiving`]).
+    pub(super) fn abort_head_requested(&self) -> bool {
+        self.abort_head.load(Ordering::Relaxed)
     }
 
     /// Marks that the handler has the request.
@@ -99,6 +127,12 @@ impl Slot {
     fn waiting_since(&self) -> Option<u64> {
         let state = self.state.load(Ordering::SeqCst);
         (state & PHASE_MASK == WAITING).then_some(state >> PHASE_BITS)
+    }
+
+    /// Returns the millisecond its request head started arriving, if one is arriving.
+    fn head_started_ms(&self) -> Option<u64> {
+        let state = self.state.load(Ordering::SeqCst);
+        (state & PHASE_MASK == RECEIVING).then_some(state >> PHASE_BITS)
     }
 
     /// Resolves once the connection is told to close (a signal sent earlier is kept).
@@ -138,11 +172,13 @@ impl AddressKey {
     }
 }
 
-/// The two limits.
+/// The two limits, and when a slow head may be shed to stay within them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     pub(super) max_connections: usize,
     pub(super) max_per_address: usize,
+    /// A head arriving for longer than this may be shed when no connection is waiting.
+    pub(super) shed_heads_after: Duration,
 }
 
 /// The answer to a new connection.
@@ -151,18 +187,30 @@ pub(super) enum Admission {
     Admitted(Registration),
     /// Its address is at its limit and none of its connections is waiting for a request.
     Refused,
-    /// `max_connections` are open and none is waiting: try again once one closed or started
-    /// waiting ([`Registry::changed`]).
-    Full,
+    /// `max_connections` are open: try again once one closed or started waiting
+    /// ([`Registry::changed`]), or after `retry_in`, when a slow head becomes old enough.
+    Full {
+        /// When the oldest head in progress may be shed, if one is in progress.
+        retry_in: Option<Duration>,
+    },
 }
 
-/// What [`Registry::admit`] decided, and which idle connections it told to close for it.
+/// Which kind of connection was told to close to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Victim {
+    /// One waiting for a request.
+    Idle,
+    /// One whose request head has been arriving for too long.
+    SlowHead,
+}
+
+/// What [`Registry::admit`] decided, and which connections it told to close for it.
 pub(super) struct Decision {
     pub(super) admission: Admission,
     /// A connection of the same address was told to close to make room.
-    pub(super) shed_for_address: bool,
+    pub(super) shed_for_address: Option<Victim>,
     /// A connection was told to close to make room under `max_connections`.
-    pub(super) shed_for_capacity: bool,
+    pub(super) shed_for_capacity: Option<Victim>,
 }
 
 /// Every open connection of one listener.
@@ -203,30 +251,36 @@ impl Registry {
     }
 
     /// Decides on a new connection from `peer`: registers it, refuses it, or says the listener
-    /// is full. To make room it tells the longest-waiting idle connection to close: one of the
-    /// same address when that address is at its limit, any when `max_connections` are open.
+    /// is full. To make room it tells a connection to close ([`OpenConnections::shed_one`]):
+    /// one of the same address when that address is at its limit, any when `max_connections`
+    /// are open.
     pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Decision {
         let address = AddressKey::of(peer);
         let mut open = self.lock();
         let mut decision = Decision {
-            admission: Admission::Full,
-            shed_for_address: false,
-            shed_for_capacity: false,
+            admission: Admission::Full { retry_in: None },
+            shed_for_address: None,
+            shed_for_capacity: None,
         };
         let count = open.addresses.get(&address).copied().unwrap_or_default();
         if count.open - count.leaving >= self.limits.max_per_address {
-            if !open.shed_longest_waiting(Some(address)) {
-                decision.admission = Admission::Refused;
-                return decision;
+            match open.shed_one(Some(address), self.limits.shed_heads_after) {
+                Ok(victim) => decision.shed_for_address = Some(victim),
+                Err(_) => {
+                    decision.admission = Admission::Refused;
+                    return decision;
+                }
             }
-            decision.shed_for_address = true;
         }
         let total = open.entries.len();
         if total >= self.limits.max_connections {
-            // Ask one more idle connection to leave only when those already leaving will not
-            // bring the count under the limit.
+            // Ask one more connection to leave only when those already leaving will not bring
+            // the count under the limit.
             if total - open.leaving >= self.limits.max_connections {
-                decision.shed_for_capacity = open.shed_longest_waiting(None);
+                match open.shed_one(None, self.limits.shed_heads_after) {
+                    Ok(victim) => decision.shed_for_capacity = Some(victim),
+                    Err(retry_in) => decision.admission = Admission::Full { retry_in },
+                }
             }
             return decision;
         }
@@ -327,30 +381,54 @@ impl Drop for AdmissionPending<'_> {
 }
 
 impl OpenConnections {
-    /// Tells the connection that has waited longest for a request (of `address`, if given) to
-    /// close; returns false when none is waiting. A linear scan: it runs only at a limit, over
-    /// at most `max_connections` entries.
-    fn shed_longest_waiting(&mut self, address: Option<AddressKey>) -> bool {
-        let victim = self
-            .entries
-            .iter()
-            .filter(|(_, entry)| !entry.leaving && address.is_none_or(|key| entry.address == key))
+    /// Tells one connection (of `address`, if given) to close to make room: the one that has
+    /// waited longest for a request, else the one whose head has been arriving longest if for
+    /// more than `heads_after`. Otherwise returns when such a head will be old enough, if any
+    /// is arriving. A linear scan: it runs only at a limit, over at most `max_connections`.
+    fn shed_one(
+        &mut self,
+        address: Option<AddressKey>,
+        heads_after: Duration,
+    ) -> Result<Victim, Option<Duration>> {
+        let candidates = || {
+            self.entries.iter().filter(move |(_, entry)| {
+                !entry.leaving && address.is_none_or(|key| entry.address == key)
+            })
+        };
+        let waiting = candidates()
             .filter_map(|(id, entry)| entry.slot.waiting_since().map(|tick| (tick, *id)))
             .min();
-        let Some((_, id)) = victim else {
-            return false;
+        if let Some((_, id)) = waiting {
+            self.mark_leaving(id, false);
+            return Ok(Victim::Idle);
+        }
+        let oldest_head = candidates()
+            .filter_map(|(id, entry)| entry.slot.head_started_ms().map(|ms| (ms, *id)))
+            .min();
+        let Some((started_ms, id)) = oldest_head else {
+            return Err(None);
         };
+        let age = Duration::from_millis(now_ms().saturating_sub(started_ms));
+        if age < heads_after {
+            return Err(Some(heads_after - age));
+        }
+        self.mark_leaving(id, true);
+        Ok(Victim::SlowHead)
+    }
+
+    fn mark_leaving(&mut self, id: u64, abort_head: bool) {
         let Some(entry) = self.entries.get_mut(&id) else {
-            return false;
+            return;
         };
+        debug_assert!(!entry.leaving);
         entry.leaving = true;
+        entry.slot.abort_head.store(abort_head, Ordering::Relaxed);
         entry.slot.request_close();
         let address = entry.address;
         self.leaving += 1;
         if let Some(count) = self.addresses.get_mut(&address) {
             count.leaving += 1;
         }
-        true
     }
 }
 
@@ -377,10 +455,22 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    /// Slow heads are never old enough here, unless a test says otherwise.
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn registry(max_connections: usize, max_per_address: usize) -> Arc<Registry> {
+        registry_shedding_heads_after(max_connections, max_per_address, HOUR)
+    }
+
+    fn registry_shedding_heads_after(
+        max_connections: usize,
+        max_per_address: usize,
+        shed_heads_after: Duration,
+    ) -> Arc<Registry> {
         Registry::new(Limits {
             max_connections,
             max_per_address,
+            shed_heads_after,
         })
     }
 
@@ -396,7 +486,7 @@ mod tests {
                 registration
             }
             Admission::Refused => panic!("refused"),
-            Admission::Full => panic!("full"),
+            Admission::Full { .. } => panic!("full"),
         }
     }
 
@@ -433,14 +523,15 @@ mod tests {
         let older = admitted(registry.admit(ip("10.0.0.1")));
         let newer = admitted(registry.admit(ip("10.0.0.2")));
         let decision = registry.admit(ip("10.0.0.3"));
-        assert!(matches!(decision.admission, Admission::Full));
-        assert!(decision.shed_for_capacity && !decision.shed_for_address);
+        assert!(matches!(decision.admission, Admission::Full { .. }));
+        assert_eq!(decision.shed_for_capacity, Some(Victim::Idle));
+        assert_eq!(decision.shed_for_address, None);
         assert!(close_was_requested(older.slot()));
         assert!(!close_was_requested(newer.slot()));
         // The one already leaving brings the count under the limit: no second victim.
         let again = registry.admit(ip("10.0.0.3"));
-        assert!(matches!(again.admission, Admission::Full));
-        assert!(!again.shed_for_capacity);
+        assert!(matches!(again.admission, Admission::Full { .. }));
+        assert_eq!(again.shed_for_capacity, None);
         assert!(!close_was_requested(newer.slot()));
         drop(older);
         let third = admitted(registry.admit(ip("10.0.0.3")));
@@ -457,13 +548,19 @@ mod tests {
         let handling = admitted(registry.admit(ip("10.0.0.1")));
         handling.slot().mark_handling();
         let decision = registry.admit(ip("10.0.0.2"));
-        assert!(matches!(decision.admission, Admission::Full));
-        assert!(!decision.shed_for_capacity);
+        assert!(matches!(
+            decision.admission,
+            Admission::Full { retry_in: Some(_) }
+        ));
+        assert_eq!(decision.shed_for_capacity, None);
         assert!(!close_was_requested(receiving.slot()));
         assert!(!close_was_requested(handling.slot()));
         // Back to waiting after its response: now it may go.
         handling.slot().mark_waiting();
-        assert!(registry.admit(ip("10.0.0.2")).shed_for_capacity);
+        assert_eq!(
+            registry.admit(ip("10.0.0.2")).shed_for_capacity,
+            Some(Victim::Idle)
+        );
         assert!(close_was_requested(handling.slot()));
     }
 
@@ -475,7 +572,10 @@ mod tests {
         // The first served a request since: it now waited less than the second.
         first.slot().mark_handling();
         first.slot().mark_waiting();
-        assert!(registry.admit(ip("10.0.0.2")).shed_for_capacity);
+        assert_eq!(
+            registry.admit(ip("10.0.0.2")).shed_for_capacity,
+            Some(Victim::Idle)
+        );
         assert!(close_was_requested(second.slot()));
         assert!(!close_was_requested(first.slot()));
     }
@@ -489,7 +589,8 @@ mod tests {
         busy.slot().mark_handling();
         // At its limit: its idle connection makes room, the other address's is untouched.
         let decision = registry.admit(ip("10.0.0.1"));
-        assert!(decision.shed_for_address && !decision.shed_for_capacity);
+        assert_eq!(decision.shed_for_address, Some(Victim::Idle));
+        assert_eq!(decision.shed_for_capacity, None);
         let newcomer = admitted(decision);
         assert!(close_was_requested(idle.slot()));
         assert!(!close_was_requested(other.slot()));
@@ -497,7 +598,7 @@ mod tests {
         newcomer.slot().mark_receiving();
         let refused = registry.admit(ip("10.0.0.1"));
         assert!(matches!(refused.admission, Admission::Refused));
-        assert!(!refused.shed_for_address);
+        assert_eq!(refused.shed_for_address, None);
         assert_eq!(registry.len(), 4);
         // The shed one closing changes nothing: it no longer counted against the limit.
         drop(idle);
@@ -510,6 +611,42 @@ mod tests {
     }
 
     #[test]
+    fn test_slow_heads_are_shed_when_none_waits_but_never_the_handlers_requests() {
+        let registry = registry_shedding_heads_after(2, 2, Duration::ZERO);
+        let handling = admitted(registry.admit(ip("10.0.0.1")));
+        handling.slot().mark_receiving();
+        handling.slot().mark_handling();
+        let slow_head = admitted(registry.admit(ip("10.0.0.1")));
+        slow_head.slot().mark_receiving();
+        // Per address first: its own slow head makes room.
+        let decision = registry.admit(ip("10.0.0.1"));
+        assert_eq!(decision.shed_for_address, Some(Victim::SlowHead));
+        assert!(close_was_requested(slow_head.slot()));
+        assert!(slow_head.slot().abort_head_requested());
+        assert!(!close_was_requested(handling.slot()));
+        // Then at capacity, with only the handler's request left: nothing to shed.
+        let full = registry.admit(ip("10.0.0.2"));
+        assert!(matches!(full.admission, Admission::Full { retry_in: None }));
+        assert_eq!(full.shed_for_capacity, None);
+        assert!(!handling.slot().abort_head_requested());
+    }
+
+    #[test]
+    fn test_waiting_connections_go_before_slow_heads() {
+        let registry = registry_shedding_heads_after(2, 10, Duration::ZERO);
+        let slow_head = admitted(registry.admit(ip("10.0.0.1")));
+        slow_head.slot().mark_receiving();
+        let idle = admitted(registry.admit(ip("10.0.0.2")));
+        assert_eq!(
+            registry.admit(ip("10.0.0.3")).shed_for_capacity,
+            Some(Victim::Idle)
+        );
+        assert!(close_was_requested(idle.slot()));
+        assert!(!idle.slot().abort_head_requested());
+        assert!(!close_was_requested(slow_head.slot()));
+    }
+
+    #[test]
     fn test_new_connections_are_not_shed_before_their_task_looked() {
         let registry = registry(1, 1);
         let new = match registry.admit(ip("10.0.0.1")).admission {
@@ -519,8 +656,8 @@ mod tests {
         let refused = registry.admit(ip("10.0.0.1"));
         assert!(matches!(refused.admission, Admission::Refused));
         let full = registry.admit(ip("10.0.0.2"));
-        assert!(matches!(full.admission, Admission::Full));
-        assert!(!full.shed_for_capacity);
+        assert!(matches!(full.admission, Admission::Full { .. }));
+        assert_eq!(full.shed_for_capacity, None);
         assert!(!close_was_requested(new.slot()));
     }
 
@@ -542,6 +679,29 @@ mod tests {
         registration.slot().mark_waiting();
         assert!(changed.as_mut().enable());
         drop(pending);
+    }
+
+    #[test]
+    fn test_a_new_connection_starting_its_head_wakes_a_pending_admission() {
+        let registry = registry(1, 1);
+        let registration = match registry.admit(ip("10.0.0.1")).admission {
+            Admission::Admitted(registration) => registration,
+            _ => panic!("not admitted"),
+        };
+        let _pending = registry.admission_pending();
+        let changed = registry.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        // Decided while the connection was new: nothing to shed, nothing to time.
+        let full = registry.admit(ip("10.0.0.2"));
+        assert!(matches!(full.admission, Admission::Full { retry_in: None }));
+        registration.slot().mark_receiving();
+        assert!(changed.as_mut().enable(), "woken to decide again");
+        let again = registry.admit(ip("10.0.0.2"));
+        assert!(matches!(
+            again.admission,
+            Admission::Full { retry_in: Some(_) }
+        ));
     }
 
     #[test]
