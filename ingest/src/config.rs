@@ -97,10 +97,11 @@ pub struct IngestConfig {
     /// Longest time, in milliseconds, a response may wait for the client to read it before
     /// the connection is closed (a client that sends but never reads). Default 10 000.
     pub response_write_timeout_ms: u64,
-    /// When a new connection finds every place taken and none idle, a connection whose
-    /// request head has been arriving for longer than this, in milliseconds, is closed to make
-    /// room (a slowloris spread over many addresses; vendors send a head in one packet).
-    /// Requests the handler already has are never closed. Default 1000.
+    /// When a new connection finds every place taken (or its address at its limit), a
+    /// connection whose request head has been arriving for longer than this, in milliseconds,
+    /// is closed to make room, before any idle one (a slowloris, possibly spread over many
+    /// addresses; vendors send a head in one packet). Requests the handler already has are
+    /// never closed. Default 1000.
     pub header_read_timeout_at_capacity_ms: u64,
     /// Request headers (case-insensitive names) copied into each raw record. Credential headers
     /// (`authorization`, `authentication`, `cookie`, ...) are refused. Default: `content-type`,

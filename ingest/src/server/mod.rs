@@ -8,22 +8,22 @@
 //!   is *waiting* while none of its bytes has arrived since it was accepted or since its last
 //!   response (a fresh idle connection, a keep-alive connection between requests); it is
 //!   *busy* from the first byte of a request head until its response is handed to hyper.
-//! - **Idle connections never keep a client out.** When `max_connections` are open, a new
-//!   connection makes the connection that has waited longest close (nginx reuses its idle
-//!   keep-alive connections the same way).
-//! - **Slow heads do not either, under pressure.** When none is waiting, the connection whose
-//!   request head has been arriving longest is closed instead, once that is longer than
-//!   `header_read_timeout_at_capacity_ms` (envoy's overload manager shortens its timeouts the
-//!   same way): a slowloris spread over many addresses. No request the handler has is ever
-//!   closed: when every connection has one, the listener stops accepting and new connections
-//!   wait in the kernel's listen backlog, which is safer for delivery than a refusal some
-//!   vendors may drop (VENDORS.md: their retry behaviour is undocumented). Those requests end
-//!   within bounded time: see the timeouts.
+//! - **Idle connections and slow heads never keep a client out.** When `max_connections` are
+//!   open, a new connection makes room: the connection whose request head has been arriving
+//!   longest closes, if for longer than `header_read_timeout_at_capacity_ms` (a slowloris,
+//!   possibly spread over many addresses; envoy's overload manager shortens its timeouts the
+//!   same way), else the connection that has waited longest for a request (nginx reuses its
+//!   idle keep-alive connections the same way). Slow heads go first: a vendor sends a head in
+//!   one packet, while an idle keep-alive connection belongs to a client that completed
+//!   requests. No request the handler has is ever closed: when every connection has one (or a
+//!   head younger than that), the listener stops accepting and new connections wait in the
+//!   kernel's listen backlog, which is safer for delivery than a refusal some vendors may drop
+//!   (VENDORS.md: their retry behaviour is undocumented). Those requests end within bounded
+//!   time: see the timeouts.
 //! - **One address cannot take the listener.** At most `max_connections_per_ip` connections
 //!   are open per client address (an IPv4 address or an IPv6 /64). At that limit a new
-//!   connection from the address makes that address's longest-waiting connection (else its
-//!   oldest slow head, as above) close, or, when there is none, is refused: closed at once,
-//!   nothing read.
+//!   connection from the address makes one of that address's connections close, chosen as
+//!   above, or, when there is none to choose, is refused: closed at once, nothing read.
 //! - **Nothing is lost by shedding.** A shed connection has no request in the handler: hyper's
 //!   graceful shutdown closes a waiting one at once, and lets a request that raced the
 //!   decision finish first; a slow head is dropped only if still incomplete. Refusals happen before any byte is read. One exception: bytes

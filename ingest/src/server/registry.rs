@@ -5,13 +5,14 @@
 //! Invariants (checked by `debug_assert!` and the unit tests):
 //! - at most `max_connections` connections are registered: [`Registry::admit`] answers
 //!   [`Admission::Full`] at the limit, and the caller waits for a close;
-//! - a connection *waiting* for a request (none of its bytes received since it was accepted
-//!   or since its last response) is chosen to be shed first, the longest-waiting first; a new
-//!   connection is not waiting until its task has looked at its socket, so a burst of
-//!   connections admitted before their tasks ran never sheds one whose request is queued;
-//! - when none is waiting, a connection whose request head has been arriving for longer than
-//!   `shed_heads_after` is chosen, the oldest head first (a slowloris spread over addresses);
-//!   a connection whose request the handler has is never chosen;
+//! - a connection whose request head has been arriving for longer than `shed_heads_after` is
+//!   chosen to be shed first, the oldest head first (a slowloris: a vendor sends a head in one
+//!   packet, and a keep-alive connection of a client that completed requests is worth more);
+//! - then a connection *waiting* for a request (none of its bytes received since it was
+//!   accepted or since its last response), the longest-waiting first; a new connection is not
+//!   waiting until its task has looked at its socket, so a burst of connections admitted
+//!   before their tasks ran never sheds one whose request is queued;
+//! - a connection whose request the handler has is never chosen;
 //! - a connection is chosen at most once (`leaving`), and a chosen one counts against neither
 //!   limit, so one admission never sheds more than one connection per limit.
 
@@ -381,10 +382,11 @@ impl Drop for AdmissionPending<'_> {
 }
 
 impl OpenConnections {
-    /// Tells one connection (of `address`, if given) to close to make room: the one that has
-    /// waited longest for a request, else the one whose head has been arriving longest if for
-    /// more than `heads_after`. Otherwise returns when such a head will be old enough, if any
-    /// is arriving. A linear scan: it runs only at a limit, over at most `max_connections`.
+    /// Tells one connection (of `address`, if given) to close to make room: the one whose head
+    /// has been arriving longest if for more than `heads_after`, else the one that has waited
+    /// longest for a request. Otherwise returns when the oldest head arriving will be old
+    /// enough, if one is arriving. A linear scan: it runs only at a limit, over at most
+    /// `max_connections` entries.
     fn shed_one(
         &mut self,
         address: Option<AddressKey>,
@@ -395,6 +397,21 @@ impl OpenConnections {
                 !entry.leaving && address.is_none_or(|key| entry.address == key)
             })
         };
+        let oldest_head = candidates()
+            .filter_map(|(id, entry)| entry.slot.head_started_ms().map(|ms| (ms, *id)))
+            .min();
+        let head_age = oldest_head.map(|(started_ms, id)| {
+            (
+                Duration::from_millis(now_ms().saturating_sub(started_ms)),
+                id,
+            )
+        });
+        if let Some((age, id)) = head_age {
+            if age >= heads_after {
+                self.mark_leaving(id, true);
+                return Ok(Victim::SlowHead);
+            }
+        }
         let waiting = candidates()
             .filter_map(|(id, entry)| entry.slot.waiting_since().map(|tick| (tick, *id)))
             .min();
@@ -402,18 +419,7 @@ impl OpenConnections {
             self.mark_leaving(id, false);
             return Ok(Victim::Idle);
         }
-        let oldest_head = candidates()
-            .filter_map(|(id, entry)| entry.slot.head_started_ms().map(|ms| (ms, *id)))
-            .min();
-        let Some((started_ms, id)) = oldest_head else {
-            return Err(None);
-        };
-        let age = Duration::from_millis(now_ms().saturating_sub(started_ms));
-        if age < heads_after {
-            return Err(Some(heads_after - age));
-        }
-        self.mark_leaving(id, true);
-        Ok(Victim::SlowHead)
+        Err(head_age.map(|(age, _)| heads_after - age))
     }
 
     fn mark_leaving(&mut self, id: u64, abort_head: bool) {
@@ -632,18 +638,38 @@ mod tests {
     }
 
     #[test]
-    fn test_waiting_connections_go_before_slow_heads() {
+    fn test_slow_heads_go_before_waiting_connections() {
         let registry = registry_shedding_heads_after(2, 10, Duration::ZERO);
-        let slow_head = admitted(registry.admit(ip("10.0.0.1")));
+        let idle = admitted(registry.admit(ip("10.0.0.1")));
+        let slow_head = admitted(registry.admit(ip("10.0.0.2")));
         slow_head.slot().mark_receiving();
-        let idle = admitted(registry.admit(ip("10.0.0.2")));
+        assert_eq!(
+            registry.admit(ip("10.0.0.3")).shed_for_capacity,
+            Some(Victim::SlowHead)
+        );
+        assert!(close_was_requested(slow_head.slot()));
+        assert!(!close_was_requested(idle.slot()));
+    }
+
+    #[test]
+    fn test_heads_younger_than_the_limit_are_not_shed_but_timed() {
+        let registry = registry(2, 10);
+        let idle = admitted(registry.admit(ip("10.0.0.1")));
+        let young_head = admitted(registry.admit(ip("10.0.0.2")));
+        young_head.slot().mark_receiving();
+        // The idle one goes; the young head stays.
         assert_eq!(
             registry.admit(ip("10.0.0.3")).shed_for_capacity,
             Some(Victim::Idle)
         );
         assert!(close_was_requested(idle.slot()));
-        assert!(!idle.slot().abort_head_requested());
-        assert!(!close_was_requested(slow_head.slot()));
+        drop(idle);
+        let third = admitted(registry.admit(ip("10.0.0.3")));
+        third.slot().mark_handling();
+        // Now only the young head could go, once it is old enough.
+        let full = registry.admit(ip("10.0.0.4"));
+        assert!(matches!(full.admission, Admission::Full { retry_in: Some(wait) } if wait <= HOUR));
+        assert!(!close_was_requested(young_head.slot()));
     }
 
     #[test]
