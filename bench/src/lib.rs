@@ -4,13 +4,16 @@
 //! Binaries: `bare-hyper` (the ceiling: hyper answering `200`), `loadgen` (the HTTP/1.1 load
 //! generator), `kafka-receiver` (the receiver in Kafka mode on an in-process MockCluster),
 //! `normalizer-bench` (drain a pre-filled raw log into SQLite; dedupe cache memory),
-//! `bench-harness` (runs everything in one go, prints the table, writes the JSON).
+//! `bench-harness` (runs everything in one go, prints the table, writes the JSON), `abuse`
+//! (a well-behaved client's latency beside hostile clients; not part of `bench/run.sh`).
 //!
-//! Modules: [`body`] (the 1 KB push with unique ids), [`load`] (the load engine), [`e2e`]
-//! (ack → row latency), [`fixtures`] (the golden fixtures as a vendor mix with unique ids),
+//! Modules: [`abuse`] (the hostile clients), [`body`] (the 1 KB push with unique ids),
+//! [`load`] (the load engine), [`e2e`] (ack → row latency), [`fixtures`] (the golden fixtures
+//! as a vendor mix with unique ids),
 //! [`stats`] (HDR histograms), [`procfs`] (peak RSS, CPU time), [`probe`] (disk `fdatasync`
 //! latency, CPU / I/O pressure), [`process`] (child processes), [`report`] (table, targets).
 
+pub mod abuse;
 pub mod body;
 pub mod e2e;
 pub mod fixtures;

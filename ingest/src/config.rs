@@ -16,6 +16,12 @@ use crate::auth::SourceAuth;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// The largest body limit accepted by validation: bodies are buffered whole in memory.
 pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
+/// The default request head limit: 32 KiB (nginx's default allows 4 header lines of 8 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The smallest head limit accepted by validation.
+const MIN_HEADER_BYTES: usize = 1024;
+/// The largest head limit accepted by validation: every connection may buffer this much.
+const MAX_HEADER_BYTES_CEILING: usize = 1024 * 1024;
 /// Headers that carry credentials and must never be copied into the raw log.
 const SECRET_HEADERS: &[&str] = &[
     "authorization",
@@ -73,9 +79,30 @@ pub struct IngestConfig {
     /// Longest time, in milliseconds, to receive a request's headers; after it the connection
     /// is closed. Default 10 000.
     pub header_read_timeout_ms: u64,
-    /// Most connections served at once. When all are taken the receiver stops accepting, so
-    /// further connections wait in the kernel's listen backlog until one closes. Default 1024.
+    /// Most connections open at once. When all are taken, the connection that has waited
+    /// longest for a request (none sent yet, or idle between keep-alive requests) is closed to
+    /// make room; when every connection has a request in progress, the receiver stops
+    /// accepting and further connections wait in the kernel's listen backlog. Default 1024.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv4 address, or an IPv6
+    /// /64 prefix). A new connection from an address at its limit closes that address's
+    /// longest-idle connection, or is refused (closed at once) when all of them have a request
+    /// in progress. Behind a proxy that hides client addresses, set it to `max_connections`.
+    /// Default 256.
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers), in bytes. A larger head is answered
+    /// `431` and the connection closed; it also bounds each connection's read buffer.
+    /// Between 1024 and 1048576. Default 32768 (32 KiB).
+    pub max_header_bytes: usize,
+    /// Longest time, in milliseconds, a response may wait for the client to read it before
+    /// the connection is closed (a client that sends but never reads). Default 10 000.
+    pub response_write_timeout_ms: u64,
+    /// When a new connection finds every place taken (or its address at its limit), a
+    /// connection whose request head has been arriving for longer than this, in milliseconds,
+    /// is closed to make room, before any idle one (a slowloris, possibly spread over many
+    /// addresses; vendors send a head in one packet). Requests the handler already has are
+    /// never closed. Default 1000.
+    pub header_read_timeout_at_capacity_ms: u64,
     /// Request headers (case-insensitive names) copied into each raw record. Credential headers
     /// (`authorization`, `authentication`, `cookie`, ...) are refused. Default: `content-type`,
     /// `user-agent`, `x-forwarded-for`, `x-real-ip`, `webhook-id`, `webhook-timestamp`,
@@ -90,6 +117,10 @@ impl Default for IngestConfig {
             body_read_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            response_write_timeout_ms: 10_000,
+            header_read_timeout_at_capacity_ms: 1000,
             selected_headers: [
                 "content-type",
                 "user-agent",
@@ -112,6 +143,10 @@ pub struct IngestSettings {
     pub(crate) body_read_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: NonZeroUsize,
+    pub(crate) max_connections_per_ip: NonZeroUsize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) response_write_timeout: Duration,
+    pub(crate) header_read_timeout_at_capacity: Duration,
     pub(crate) selected_headers: Vec<HeaderName>,
 }
 
@@ -129,12 +164,16 @@ impl IngestConfig {
         let body_read_timeout = validate_ms("body_read_timeout_ms", self.body_read_timeout_ms)?;
         let header_read_timeout =
             validate_ms("header_read_timeout_ms", self.header_read_timeout_ms)?;
-        let max_connections =
-            NonZeroUsize::new(self.max_connections).ok_or(ConfigError::OutOfRange {
-                field: "max_connections",
-                expected: "at least 1",
-                value: 0,
-            })?;
+        let max_connections = validate_count("max_connections", self.max_connections)?;
+        let max_connections_per_ip =
+            validate_count("max_connections_per_ip", self.max_connections_per_ip)?;
+        let max_header_bytes = validate_header_limit(self.max_header_bytes)?;
+        let response_write_timeout =
+            validate_ms("response_write_timeout_ms", self.response_write_timeout_ms)?;
+        let header_read_timeout_at_capacity = validate_ms(
+            "header_read_timeout_at_capacity_ms",
+            self.header_read_timeout_at_capacity_ms,
+        )?;
         let selected_headers = self
             .selected_headers
             .iter()
@@ -145,6 +184,10 @@ impl IngestConfig {
             body_read_timeout,
             header_read_timeout,
             max_connections,
+            max_connections_per_ip,
+            max_header_bytes,
+            response_write_timeout,
+            header_read_timeout_at_capacity,
             selected_headers,
         })
     }
@@ -156,6 +199,25 @@ fn validate_body_limit(field: &'static str, value: u64) -> Result<u64> {
             field,
             expected: "between 1 and 67108864 (64 MiB)",
             value,
+        });
+    }
+    Ok(value)
+}
+
+fn validate_count(field: &'static str, value: usize) -> Result<NonZeroUsize> {
+    NonZeroUsize::new(value).ok_or(ConfigError::OutOfRange {
+        field,
+        expected: "at least 1",
+        value: 0,
+    })
+}
+
+fn validate_header_limit(value: usize) -> Result<usize> {
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES_CEILING).contains(&value) {
+        return Err(ConfigError::OutOfRange {
+            field: "max_header_bytes",
+            expected: "between 1024 and 1048576 (1 MiB)",
+            value: u64::try_from(value).unwrap_or(u64::MAX),
         });
     }
     Ok(value)
@@ -225,6 +287,13 @@ mod tests {
         assert_eq!(settings.body_read_timeout, Duration::from_secs(10));
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(settings.max_connections.get(), 1024);
+        assert_eq!(settings.max_connections_per_ip.get(), 256);
+        assert_eq!(settings.max_header_bytes, 32 * 1024);
+        assert_eq!(settings.response_write_timeout, Duration::from_secs(10));
+        assert_eq!(
+            settings.header_read_timeout_at_capacity,
+            Duration::from_secs(1)
+        );
         assert!(settings
             .selected_headers
             .iter()
@@ -268,6 +337,21 @@ mod tests {
             ..IngestConfig::default()
         };
         assert!(huge.validate().is_err());
+        for (per_ip, header_bytes, field) in [
+            (0, DEFAULT_MAX_HEADER_BYTES, "max_connections_per_ip"),
+            (1, MIN_HEADER_BYTES - 1, "max_header_bytes"),
+            (1, MAX_HEADER_BYTES_CEILING + 1, "max_header_bytes"),
+        ] {
+            let config = IngestConfig {
+                max_connections_per_ip: per_ip,
+                max_header_bytes: header_bytes,
+                ..IngestConfig::default()
+            };
+            assert!(
+                matches!(config.validate(), Err(ConfigError::OutOfRange { field: f, .. }) if f == field),
+                "{field}"
+            );
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! the metric updates together, so the two never drift apart (Vector's `internal_events`).
 //! Bodies are never logged; request ids correlate a log line with its raw record.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callhook_rawlog::Position;
 
 use crate::handler::IngestError;
-use crate::metrics::{metrics, SourceMetrics};
+use crate::metrics::{metrics, ShedCounters, ShedReason, SourceMetrics};
 
 /// A push was appended durably and acknowledged with `200`.
 pub(crate) struct PushAcked<'a> {
@@ -82,7 +83,42 @@ impl PushRejected<'_> {
     }
 }
 
+/// The receiver refused or closed a connection on its own initiative.
+pub(crate) struct ConnectionShed<'a> {
+    /// The listener's counters; `None` for the admin listener.
+    pub(crate) counters: Option<&'a ShedCounters>,
+    pub(crate) reason: ShedReason,
+    /// The client address of the connection refused or closed, or, for idle shedding, of the
+    /// new connection it made room for.
+    pub(crate) peer: IpAddr,
+}
+
+impl ConnectionShed<'_> {
+    pub(crate) fn emit(self) {
+        let Some(counters) = self.counters else {
+            tracing::debug!(reason = self.reason.label(), peer = %self.peer, "admin connection shed");
+            return;
+        };
+        counters.count(self.reason);
+        // A limit reached may need an operator (raise it, or block an abusive address); under
+        // a flood it happens on every accept: one line a second.
+        if self.reason.is_limit() {
+            if let Some(suppressed) = CONNECTION_LIMIT_LOG.allow() {
+                tracing::warn!(
+                    reason = self.reason.label(),
+                    peer = %self.peer,
+                    suppressed,
+                    "connection limit reached: refusing or shedding idle connections"
+                );
+            }
+            return;
+        }
+        tracing::debug!(reason = self.reason.label(), peer = %self.peer, "connection closed");
+    }
+}
+
 static APPEND_FAILURE_LOG: RateLimit = RateLimit::new();
+static CONNECTION_LIMIT_LOG: RateLimit = RateLimit::new();
 
 /// Allows one log line per wall-clock second and counts the ones it held back.
 struct RateLimit {

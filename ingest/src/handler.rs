@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use callhook_rawlog::{AppendError, LogAppender};
 use chrono::Utc;
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
@@ -321,8 +321,22 @@ async fn read_body(
         Err(_elapsed) => Err(IngestError::BodyTimeout(timeout)),
         Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
         Ok(Err(error)) => Err(IngestError::BodyRead(error)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok(owned_bytes(collected.aggregate())),
     }
+}
+
+/// Copies a body into an allocation of its own size. A body that arrived in one read is a
+/// slice of hyper's connection read buffer (8 KiB or more): kept as is, every record waiting
+/// in the raw log's queue would pin a whole buffer (up to `max_pending_appends` of them).
+fn owned_bytes(mut body: impl Buf) -> Bytes {
+    let mut owned = Vec::with_capacity(body.remaining());
+    while body.has_remaining() {
+        let chunk = body.chunk();
+        owned.extend_from_slice(chunk);
+        let read = chunk.len();
+        body.advance(read);
+    }
+    Bytes::from(owned)
 }
 
 #[cfg(test)]
@@ -374,5 +388,17 @@ mod tests {
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         let response = IngestError::MethodNotAllowed.to_response();
         assert_eq!(response.headers()[ALLOW], "GET, POST");
+    }
+
+    #[test]
+    fn test_owned_bytes_copies_out_of_a_larger_buffer() {
+        let buffer = Bytes::from(vec![7u8; 8192]);
+        let owned = owned_bytes(buffer.slice(10..20).chain(Bytes::from_static(b"!")));
+        assert_eq!(&owned[..], &[7, 7, 7, 7, 7, 7, 7, 7, 7, 7, b'!']);
+        // Its own allocation: the 8 KiB buffer is not kept alive through it.
+        assert!(!std::ptr::eq(
+            owned.as_ptr(),
+            buffer.as_ptr().wrapping_add(10)
+        ));
     }
 }

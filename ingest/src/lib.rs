@@ -23,15 +23,25 @@
 //! | `503` | the raw log refused the append ([`callhook_rawlog::AppendError`]) | `Retry-After` |
 //!
 //! Vendor data never yields a `500` or a panic. Every response carries `x-request-id`, the id
-//! also stored in the record. Headers that take longer than `header_read_timeout_ms` close
-//! the connection.
+//! also stored in the record. hyper itself answers a head it cannot accept, without calling the
+//! handler, and closes the connection: `431` over `max_header_bytes` or over 100 header fields,
+//! `414` for a URI over 65 534 bytes in a head within the limit, `400` when malformed. Headers
+//! that take longer than `header_read_timeout_ms` close the connection.
+//!
+//! # Hostile clients
+//!
+//! Connection limits, idle shedding and per-connection timeouts keep slow, idle, oversized and
+//! pipelining clients from starving well-behaved ones: see the `server` module's guarantees.
+//! [`raise_fd_limit`] lifts the process's open-file soft limit so that the kernel's default
+//! (often 1024) is not reached before `max_connections`.
 //!
 //! # Modules
 //!
 //! - [`config`]: the `[ingest]` table and per-source settings, validated without I/O;
 //! - [`auth`]: per-source token, IP allowlist, HMAC, Standard Webhooks, CooCenter checks;
 //! - `handler`: routing, limits, the record and the ack; `server`: accept loops, connection
-//!   cap, graceful shutdown; `admin`: `/metrics`, `/healthz`, `/readyz`;
+//!   limits and idle shedding, timeouts, graceful shutdown; `admin`: `/metrics`, `/healthz`,
+//!   `/readyz`; `fd_limit`: [`raise_fd_limit`];
 //! - `metrics` and `events`: the `callhook_ingest_*` metrics and the typed events that update
 //!   them; `partition_key`, `record`, `request_id`: helpers of the handler.
 
@@ -39,6 +49,7 @@ mod admin;
 pub mod auth;
 pub mod config;
 mod events;
+mod fd_limit;
 mod handler;
 mod metrics;
 mod partition_key;
@@ -52,5 +63,6 @@ pub use auth::{
     SourceAuthConfig, StandardWebhooksConfig,
 };
 pub use config::{ConfigError, IngestConfig, IngestSettings, SourceSettings};
+pub use fd_limit::raise_fd_limit;
 pub use handler::{IngestError, Receiver};
 pub use server::{run, run_admin};

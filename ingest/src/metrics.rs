@@ -8,10 +8,13 @@
 //! | `callhook_ingest_auth_failures_total` | counter | `source`, `reason` |
 //! | `callhook_ingest_rejected_total` | counter | `source`, `reason` |
 //! | `callhook_ingest_connections` | gauge | |
+//! | `callhook_ingest_connections_accepted_total` | counter | |
+//! | `callhook_ingest_connections_shed_total` | counter | `reason` |
 //!
 //! Labels are bounded: `source` is a configured source name or `_unknown` (never a name taken
 //! from an unmatched URL), `status` is one of the few codes the receiver answers, `reason` is
-//! a fixed code. Per-source handles of the success path are resolved once at startup.
+//! a fixed code ([`ShedReason`] for the connection counter, every one pre-created at 0).
+//! Per-source handles of the success path and the connection handles are resolved once.
 
 use std::sync::OnceLock;
 
@@ -31,6 +34,8 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures_total: IntCounterVec,
     pub(crate) rejected_total: IntCounterVec,
     pub(crate) connections: IntGauge,
+    pub(crate) connections_accepted: IntCounter,
+    pub(crate) connections_shed: ShedCounters,
 }
 
 /// Returns the process-wide metrics, registering them on first use.
@@ -81,6 +86,19 @@ impl Metrics {
                 IntGauge::new("callhook_ingest_connections", "Open receiver connections.")
                     .expect("valid metric"),
             ),
+            connections_accepted: register(
+                IntCounter::new(
+                    "callhook_ingest_connections_accepted_total",
+                    "Connections accepted by the receiver (before the connection limits).",
+                )
+                .expect("valid metric"),
+            ),
+            connections_shed: ShedCounters::resolve(&counter(
+                "callhook_ingest_connections_shed_total",
+                "Connections the receiver refused or closed before their client was done, by \
+                 reason (limits, idle shedding, timeouts, refused request heads).",
+                &["reason"],
+            )),
         }
     }
 
@@ -139,5 +157,95 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Why the receiver refused or closed a connection on its own initiative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShedReason {
+    /// Refused at accept: its address had `max_connections_per_ip` connections, all busy.
+    IpLimit,
+    /// Closed while waiting for a request, to make room for a new one from the same address.
+    IdleAtIpLimit,
+    /// Closed while waiting for a request, to make room under `max_connections`.
+    IdleAtCapacity,
+    /// Closed with its head arriving for over `header_read_timeout_at_capacity_ms`, to make
+    /// room for a new connection from the same address.
+    SlowHeadAtIpLimit,
+    /// Closed with its head arriving for over `header_read_timeout_at_capacity_ms`, to make
+    /// room under `max_connections`.
+    SlowHeadAtCapacity,
+    /// No complete request head within `header_read_timeout_ms`.
+    HeaderTimeout,
+    /// The request head was refused by the HTTP parser (`400`, `414`, `431`).
+    HeadRejected,
+    /// A response waited `response_write_timeout_ms` for the client to read it.
+    WriteTimeout,
+}
+
+impl ShedReason {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [ShedReason; 8] = [
+        ShedReason::IpLimit,
+        ShedReason::IdleAtIpLimit,
+        ShedReason::IdleAtCapacity,
+        ShedReason::SlowHeadAtIpLimit,
+        ShedReason::SlowHeadAtCapacity,
+        ShedReason::HeaderTimeout,
+        ShedReason::HeadRejected,
+        ShedReason::WriteTimeout,
+    ];
+
+    /// Returns the `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ShedReason::IpLimit => "ip_limit",
+            ShedReason::IdleAtIpLimit => "idle_at_ip_limit",
+            ShedReason::IdleAtCapacity => "idle_at_capacity",
+            ShedReason::SlowHeadAtIpLimit => "slow_head_at_ip_limit",
+            ShedReason::SlowHeadAtCapacity => "slow_head_at_capacity",
+            ShedReason::HeaderTimeout => "header_timeout",
+            ShedReason::HeadRejected => "head_rejected",
+            ShedReason::WriteTimeout => "write_timeout",
+        }
+    }
+
+    /// Returns true for the reasons that mean a connection limit was reached.
+    pub(crate) fn is_limit(self) -> bool {
+        matches!(
+            self,
+            ShedReason::IpLimit
+                | ShedReason::IdleAtIpLimit
+                | ShedReason::IdleAtCapacity
+                | ShedReason::SlowHeadAtIpLimit
+                | ShedReason::SlowHeadAtCapacity
+        )
+    }
+}
+
+/// The `callhook_ingest_connections_shed_total` handle of every [`ShedReason`].
+#[derive(Clone)]
+pub(crate) struct ShedCounters([IntCounter; ShedReason::ALL.len()]);
+
+impl ShedCounters {
+    fn resolve(vec: &IntCounterVec) -> Self {
+        ShedCounters(ShedReason::ALL.map(|reason| vec.with_label_values(&[reason.label()])))
+    }
+
+    /// Counts one connection shed for `reason`.
+    pub(crate) fn count(&self, reason: ShedReason) {
+        self.0[reason as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_shed_reasons_index_their_counters() {
+        for (index, reason) in ShedReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index, "{}", reason.label());
+        }
     }
 }

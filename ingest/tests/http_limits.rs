@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use callhook_ingest::{IngestConfig, SourceSettings};
-use common::{get, open_sources, post, raw_exchange, read_until_close, start};
+use common::{get, open_sources, post, raw_exchange, read_to_close, read_until_close, start};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -130,15 +130,20 @@ async fn test_idle_keep_alive_connection_is_closed() {
 }
 
 #[tokio::test]
-async fn test_connection_cap_holds_new_connections_until_one_closes() {
+async fn test_connection_cap_holds_new_connections_while_all_are_busy() {
     let config = IngestConfig {
         max_connections: 1,
         header_read_timeout_ms: 10_000,
         ..IngestConfig::default()
     };
     let server = start(config, open_sources(&["7moor"])).await;
-    // The first connection takes the only permit and sends nothing.
-    let holder = TcpStream::connect(server.addr).await.unwrap();
+    // The first connection takes the only place with a request in the handler (its body is
+    // still coming): never shed.
+    let mut holder = TcpStream::connect(server.addr).await.unwrap();
+    holder
+        .write_all(b"POST /hooks/7moor HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut waiting = TcpStream::connect(server.addr).await.unwrap();
     waiting
@@ -152,6 +157,26 @@ async fn test_connection_cap_holds_new_connections_until_one_closes() {
     let late = read_until_close(&mut waiting, Duration::from_secs(5)).await;
     assert!(late.starts_with("HTTP/1.1 200 OK"), "{late}");
     assert_eq!(server.log.only_record().1.query.as_deref(), Some("q=held"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn test_connection_cap_sheds_an_idle_connection_for_a_new_one() {
+    let config = IngestConfig {
+        max_connections: 1,
+        header_read_timeout_ms: 60_000,
+        ..IngestConfig::default()
+    };
+    let server = start(config, open_sources(&["7moor"])).await;
+    // The only place is taken by a connection that sends nothing.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = get(&server.url("/hooks/7moor?q=new")).await;
+    assert_eq!(reply.status, 200);
+    // The idle one was closed without a response to make room.
+    let idle_saw = read_to_close(&mut idle, Duration::from_secs(5)).await;
+    assert_eq!(idle_saw.as_deref(), Some(""), "closed, with nothing sent");
+    assert_eq!(server.log.only_record().1.query.as_deref(), Some("q=new"));
     server.stop().await;
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -268,4 +268,96 @@ pub async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> String 
     })
     .await;
     String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Reads until the server closes the connection (EOF or reset) and returns what was read;
+/// `None` when it is still open after `wait` (a hang guard, not a speed check).
+pub async fn read_to_close(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(wait, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    closed
+        .ok()
+        .map(|()| String::from_utf8_lossy(&received).into_owned())
+}
+
+/// Connects to `addr` from the loopback address `from` (Linux routes all of 127.0.0.0/8 to
+/// `lo`), so that a test can play a second client host.
+pub async fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
+/// Returns true when the server has closed `stream` (EOF or reset), without waiting: a
+/// connection the runtime has not yet seen closing counts as open, so callers poll.
+pub fn closed_by_server(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.try_read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Polls `streams` until at most `most_open` of them are still open, giving up after `wait`
+/// (a hang guard); returns how many are still open.
+pub async fn wait_until_open_at_most(
+    streams: &[TcpStream],
+    most_open: usize,
+    wait: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let open = streams.iter().filter(|s| !closed_by_server(s)).count();
+        if open <= most_open || tokio::time::Instant::now() >= deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Posts `count` small pushes as a well-behaved vendor that opens a connection per push and
+/// returns their statuses, in order.
+pub async fn post_pushes(server: &TestServer, tag: &str, count: usize) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(count);
+    for index in 0..count {
+        let body = format!("{{\"callId\":\"{tag}-{index}\"}}");
+        let reply = post(
+            &server.url("/hooks/7moor"),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .await;
+        statuses.push(reply.status);
+    }
+    statuses
+}
+
+/// Returns the value of one sample of the admin listener's `/metrics`, e.g.
+/// `callhook_ingest_connections_shed_total{reason="ip_limit"}` (0 when absent). Metrics are
+/// process-wide: tests running in parallel in one binary add to the same counters.
+pub async fn metric(server: &TestServer, sample: &str) -> f64 {
+    let text = get(&server.admin_url("/metrics")).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Returns `callhook_ingest_connections_shed_total` for `reason`.
+pub async fn shed_total(server: &TestServer, reason: &str) -> f64 {
+    metric(
+        server,
+        &format!("callhook_ingest_connections_shed_total{{reason=\"{reason}\"}}"),
+    )
+    .await
 }
