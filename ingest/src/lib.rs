@@ -31,7 +31,8 @@
 //! - [`config`]: the `[ingest]` table and per-source settings, validated without I/O;
 //! - [`auth`]: per-source token, IP allowlist, HMAC, Standard Webhooks, CooCenter checks;
 //! - `handler`: routing, limits, the record and the ack; `server`: accept loops, connection
-//!   cap, graceful shutdown; `admin`: `/metrics`, `/healthz`, `/readyz`;
+//!   cap, graceful shutdown, and [`serve_connection`] (one connection over any byte stream,
+//!   for the fuzz harness); `admin`: `/metrics`, `/healthz`, `/readyz`;
 //! - `metrics` and `events`: the `callhook_ingest_*` metrics and the typed events that update
 //!   them; `partition_key`, `record`, `request_id`: helpers of the handler.
 
@@ -53,4 +54,4 @@ pub use auth::{
 };
 pub use config::{ConfigError, IngestConfig, IngestSettings, SourceSettings};
 pub use handler::{IngestError, Receiver};
-pub use server::{run, run_admin};
+pub use server::{run, run_admin, serve_connection};

@@ -82,6 +82,34 @@ pub async fn run_admin(
     serve(listener, options, handler, shutdown).await;
 }
 
+/// Serves one connection of the receiver over any byte stream, with the HTTP/1 settings of
+/// [`run`], and returns when the connection closes. It is for harnesses that feed raw bytes
+/// without a socket (the fuzz targets); `run` is the production path.
+pub async fn serve_connection<I>(
+    receiver: Arc<Receiver>,
+    io: I,
+    peer: SocketAddr,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = http1_builder(receiver.settings().header_read_timeout);
+    let service = service_fn(move |request| {
+        let receiver = Arc::clone(&receiver);
+        async move { Ok::<_, Infallible>(receiver.handle(request, peer).await) }
+    });
+    builder.serve_connection(TokioIo::new(io), service).await
+}
+
+fn http1_builder(header_read_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    builder
+}
+
 struct ServeOptions {
     max_connections: usize,
     header_read_timeout: Duration,
@@ -97,11 +125,7 @@ async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
+    let builder = http1_builder(options.header_read_timeout);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
