@@ -7,7 +7,7 @@
 //! is paused, so when nothing else can happen the header or body read timeout fires at once
 //! and the connection ends; a connection still open after an hour of that clock is a failure.
 //!
-//! Invariants: every response is a 2xx or 4xx, or a 503 only when the log refuses; the
+//! Invariants: no response is a 5xx but a 503 when the log refuses appends; the
 //! number of `200`s equals the number of records stored (acks only after the append, and
 //! every successful append acked); each record comes from a configured source within its body
 //! limit and satisfies [`crate::push::check_mapped`] on its source's dialect.
