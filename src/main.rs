@@ -130,6 +130,24 @@ fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {
         config.data_dir = data_dir;
     }
     let settings = config.validate()?;
+    if command != stages::Command::Normalize {
+        // Every connection is a file descriptor: the receiver's own limits (1024 connections
+        // by default) must be reached before the process's.
+        match callhook_ingest::raise_fd_limit() {
+            Ok(open_files) => {
+                let needed = settings.ingest.max_connections().get() as u64 + 256;
+                if open_files < needed {
+                    tracing::warn!(
+                        open_files,
+                        needed,
+                        "the open-file limit is below [ingest] max_connections plus the files \
+                         of the log and the sink; raise the hard limit (ulimit -Hn)"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -40,8 +40,9 @@
 //! - [`config`]: the `[ingest]` table and per-source settings, validated without I/O;
 //! - [`auth`]: per-source token, IP allowlist, HMAC, Standard Webhooks, CooCenter checks;
 //! - `handler`: routing, limits, the record and the ack; `server`: accept loops, connection
-//!   limits and idle shedding, timeouts, graceful shutdown; `admin`: `/metrics`, `/healthz`,
-//!   `/readyz`; `fd_limit`: [`raise_fd_limit`];
+//!   limits and idle shedding, timeouts, graceful shutdown, and [`serve_io`] (one connection
+//!   over any byte stream, for the fuzz harness); `admin`: `/metrics`, `/healthz`, `/readyz`;
+//!   `fd_limit`: [`raise_fd_limit`];
 //! - `metrics` and `events`: the `callhook_ingest_*` metrics and the typed events that update
 //!   them; `partition_key`, `record`, `request_id`: helpers of the handler.
 
@@ -65,4 +66,4 @@ pub use auth::{
 pub use config::{ConfigError, IngestConfig, IngestSettings, SourceSettings};
 pub use fd_limit::raise_fd_limit;
 pub use handler::{IngestError, Receiver};
-pub use server::{run, run_admin};
+pub use server::{run, run_admin, serve_io};

@@ -232,19 +232,38 @@ impl Parser {
             'b' => out.push('\u{8}'),
             'f' => out.push('\u{c}'),
             '0' => out.push('\0'),
-            'u' => {
-                let hex: String = self.chars.iter().skip(self.pos).take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(decoded) if hex.len() == 4 => {
-                        self.pos += 4;
-                        out.push(decoded);
-                    }
-                    _ => out.push('u'),
+            'u' => match self.hex4_at(0) {
+                Some(high @ 0xD800..=0xDBFF) => {
+                    self.pos += 4;
+                    // A UTF-16 surrogate pair (`\ud83d\ude00`) is one character, as in JSON.
+                    let low = (self.peek() == Some('\\') && self.peek_at(1) == Some('u'))
+                        .then(|| self.hex4_at(2))
+                        .flatten()
+                        .filter(|low| (0xDC00..=0xDFFF).contains(low));
+                    let pair = low.and_then(|low| {
+                        self.pos += 6;
+                        char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+                    });
+                    out.push(pair.unwrap_or(char::REPLACEMENT_CHARACTER));
                 }
-            }
+                Some(code) => {
+                    self.pos += 4;
+                    out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                }
+                None => out.push('u'),
+            },
             '\n' => {}
             other => out.push(other),
         }
+    }
+
+    /// Reads the four hex digits `offset` characters ahead, if that is what is there.
+    fn hex4_at(&self, offset: usize) -> Option<u32> {
+        let start = self.pos + offset;
+        let digits = self.chars.get(start..start + 4)?;
+        digits
+            .iter()
+            .try_fold(0, |code, digit| Some(code * 16 + digit.to_digit(16)?))
     }
 
     fn bare_word(&mut self) -> Value {
@@ -321,6 +340,22 @@ mod tests {
         assert_eq!(
             Value::Object(map),
             json!({"a": 1, "b": "x", "c": [1, 2], "d": true, "e": null, "f": null, "g": -2.5, "h": "ANSWERED"})
+        );
+    }
+
+    #[test]
+    fn test_surrogate_pairs_are_one_character() {
+        // Found by the `lenient` fuzz target: the pair came out as the text `ud83dude00`.
+        let map =
+            parse_object_literal(r#"{"a\ud83d\ude00": "\ud83d\ude00x", b: '\u00e9'}"#).unwrap();
+        assert_eq!(
+            Value::Object(map),
+            json!({"a\u{1f600}": "\u{1f600}x", "b": "\u{e9}"})
+        );
+        let lone = parse_object_literal(r#"{a: "\ud83d!", b: "\ude00", c: "\u12"}"#).unwrap();
+        assert_eq!(
+            Value::Object(lone),
+            json!({"a": "\u{fffd}!", "b": "\u{fffd}", "c": "u12"})
         );
     }
 

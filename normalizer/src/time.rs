@@ -12,7 +12,8 @@
 //! - RFC 3339 with an explicit offset (kept as given).
 //!
 //! Anything else is not a time: the caller keeps the raw value in `vendor_fields`. So is a
-//! text longer than [`MAX_SCALAR_CHARS`], and one still percent-encoded after two decodings.
+//! text longer than [`MAX_SCALAR_CHARS`], one still percent-encoded after two decodings, and
+//! a time, in any of these forms, before 2000 or from 2100 on.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use serde_json::Value;
@@ -65,7 +66,7 @@ fn parse_time_decoded(
         return Some(time);
     }
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
-        return Some(time.with_timezone(&Utc));
+        return within_bounds(time.with_timezone(&Utc));
     }
     parse_local(trimmed).and_then(|naive| local_to_utc(naive, zone))
 }
@@ -172,11 +173,14 @@ fn parse_plain_local(text: &str) -> Option<NaiveDateTime> {
 
 fn local_to_utc(naive: NaiveDateTime, zone: FixedOffset) -> Option<DateTime<Utc>> {
     let time = zone.from_local_datetime(&naive).single()?;
-    let seconds = time.timestamp();
-    if !(MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS).contains(&seconds) {
-        return None;
-    }
-    Some(time.with_timezone(&Utc))
+    within_bounds(time.with_timezone(&Utc))
+}
+
+/// Returns `time` when it lies within 2000..2100, the bounds of every time format here.
+fn within_bounds(time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (MIN_EPOCH_SECONDS..MAX_EPOCH_SECONDS)
+        .contains(&time.timestamp())
+        .then_some(time)
 }
 
 #[cfg(test)]
@@ -240,6 +244,19 @@ mod tests {
             parse_time("2021-05-08T14:39:37+08:00", zone()),
             utc("2021-05-08T06:39:37Z")
         );
+    }
+
+    #[test]
+    fn test_rfc3339_outside_the_bounds_is_none() {
+        // Found by the `time` fuzz target: RFC 3339 skipped the 2000..2100 bounds.
+        assert_eq!(parse_time("2221-05-08T15:39:37+08:00", zone()), None);
+        assert_eq!(parse_time("6171-05-08 14:39:37Z", zone()), None);
+        assert_eq!(parse_time("1999-12-31T23:59:59Z", zone()), None);
+        assert_eq!(
+            parse_time("2000-01-01T00:00:00Z", zone()),
+            utc("2000-01-01T00:00:00Z")
+        );
+        assert_eq!(parse_time("2100-01-01T00:00:00Z", zone()), None);
     }
 
     #[test]

@@ -237,6 +237,39 @@ async fn serve<H, F>(
     registry.all_closed().await;
 }
 
+/// Serves one connection of the receiver over any byte stream, with the HTTP/1 settings of
+/// [`run`] (but no connection limits: there is one connection), and returns when it closes.
+/// It is for harnesses that feed raw bytes without a socket (the fuzz targets); `run` is the
+/// production path.
+pub async fn serve_io<I>(
+    receiver: Arc<Receiver>,
+    io: I,
+    peer: SocketAddr,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = receiver.settings();
+    let options = ServeOptions {
+        limits: Limits {
+            max_connections: 1,
+            max_per_address: 1,
+            shed_heads_after: settings.header_read_timeout_at_capacity,
+        },
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes,
+        write_timeout: settings.response_write_timeout,
+        telemetry: None,
+    };
+    let service = hyper::service::service_fn(move |request| {
+        let receiver = Arc::clone(&receiver);
+        async move { Ok::<_, std::convert::Infallible>(receiver.handle(request, peer).await) }
+    });
+    http1_builder(&options)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await
+}
+
 fn http1_builder(options: &ServeOptions) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
