@@ -1,6 +1,7 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
+mod log_check;
 mod logging;
 mod stages;
 
@@ -38,6 +39,32 @@ enum Command {
     },
     /// Send simulated vendor call flows to a receiver, or verify a database against a ledger.
     Simulate(callhook_simulator::SimulateArgs),
+    /// The raw log's tools.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check the raw log (the spool in Kafka mode): its WAL, `PRAGMA integrity_check`, its
+    /// offsets; say exactly what was lost or repaired. Exits 0 when clean, 1 otherwise.
+    Check(LogCheckArgs),
+}
+
+/// Flags of `callhook log check`.
+#[derive(clap::Args)]
+struct LogCheckArgs {
+    /// Config file (TOML). Without one, every default applies.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of the raw log and the database (default ./callhook-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Repair what can be repaired: cut a damaged WAL where SQLite stops replaying (keeping a
+    /// copy of it), raise the next offsets past consumed records the log lost. Stop callhook
+    /// first.
+    #[arg(long)]
+    repair: bool,
 }
 
 /// Flags of `callhook serve`; each overrides the config file.
@@ -90,6 +117,11 @@ fn main() -> ExitCode {
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Simulate(args) => callhook_simulator::run(args).map_err(Into::into),
+        Command::Log(LogCommand::Check(args)) => match log_check(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,11 +133,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    match path {
+        Some(path) => config::Config::load(path),
+        None => Ok(config::Config::default()),
+    }
+}
+
+fn log_check(args: LogCheckArgs) -> anyhow::Result<bool> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    log_check::run(&config.validate()?, args.repair)
+}
+
 fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => config::Config::load(path)?,
-        None => config::Config::default(),
-    };
+    let mut config = load_config(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
