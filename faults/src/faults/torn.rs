@@ -152,8 +152,7 @@ fn variant(
     let unreported = raw_missing.max(events_missing).saturating_sub(reported);
     row.lost += unreported;
     row.note(format!(
-        "{damage:?}: after the repair {raw_missing} acknowledged push(es) are missing from the raw log and {events_missing} from `events`; {reported} were named; recovery {:.2} s",
-        since.elapsed().as_secs_f64()
+        "{damage:?}: after the repair {raw_missing} acknowledged push(es) are missing from the raw log and {events_missing} from `events`; {reported} were named"
     ));
     if unreported > 0 {
         row.fail(format!(

@@ -249,6 +249,9 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckReport, Ch
             return Ok(report);
         }
     };
+    if let Some(finding) = main_file_size(path) {
+        report.add(Severity::Damage, finding);
+    }
     let problems = integrity_problems(&conn);
     if !problems.is_empty() {
         let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
@@ -347,6 +350,35 @@ fn set_wal_aside(report: &mut CheckReport, wal_file: &Path) -> Result<(), CheckE
     Ok(())
 }
 
+/// Compares the main file's length with the page count its header records; returns what is
+/// missing when the file is cut short.
+fn main_file_size(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let header = bytes.get(..100)?;
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536u64,
+        size => u64::from(size),
+    };
+    let change_counter = &header[24..28];
+    let valid_for = &header[92..96];
+    let pages = u64::from(u32::from_be_bytes([
+        header[28], header[29], header[30], header[31],
+    ]));
+    // The header's page count is only current when written by the same change.
+    if page_size == 0 || change_counter != valid_for || pages == 0 {
+        return None;
+    }
+    let expected = pages * page_size;
+    let length = bytes.len() as u64;
+    (length < expected).then(|| {
+        format!(
+            "the main file is cut short: {length} bytes, its header says {pages} pages of {page_size} ({} bytes, {} pages missing)",
+            expected,
+            (expected - length).div_ceil(page_size)
+        )
+    })
+}
+
 fn integrity_problems(conn: &Connection) -> Vec<String> {
     let mut problems = Vec::new();
     let outcome = conn.pragma_query(None, "integrity_check", |row| {
@@ -376,6 +408,7 @@ fn check_bookkeeping(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut lost = Vec::new();
+    let recorded = recorded_gaps(conn)?;
     for (partition, start, next) in stored {
         let present = offsets_of(conn, partition)?;
         report.records += present.len() as u64;
@@ -390,6 +423,18 @@ fn check_bookkeeping(
             }
         }
         for gap in gaps(partition, start, next_after, &present) {
+            let known = recorded.iter().any(|range| {
+                range.partition == gap.partition
+                    && range.from <= gap.from
+                    && gap.through <= range.through
+            });
+            if known {
+                report.add(
+                    Severity::Note,
+                    format!("partition {partition}: records {gap} were lost earlier; the loss was reported and recorded when the next offset was raised past them"),
+                );
+                continue;
+            }
             report.add(
                 Severity::Loss,
                 format!("partition {partition}: records {gap} are missing from the log"),
@@ -523,8 +568,58 @@ fn to_ranges(records: &[(u32, u64)]) -> Vec<OffsetRange> {
     ranges
 }
 
-/// Raises a partition's next offset to `floor` (an empty partition's start offset with it).
+/// The table where a raise records the offsets it skipped, so a loss that was reported and
+/// accepted is told apart from a new one (created on first use: files without it have none).
+const CREATE_GAPS: &str = "CREATE TABLE IF NOT EXISTS log_gaps (
+    partition_id INTEGER NOT NULL,
+    from_offset INTEGER NOT NULL,
+    through_offset INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (partition_id, from_offset)
+)";
+
+/// Returns the recorded gaps (none when the table does not exist).
+fn recorded_gaps(conn: &Connection) -> rusqlite::Result<Vec<OffsetRange>> {
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'log_gaps'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    conn.prepare("SELECT partition_id, from_offset, through_offset FROM log_gaps")?
+        .query_map([], |row| {
+            Ok(OffsetRange {
+                partition: row.get(0)?,
+                from: from_sql_int(row.get(1)?),
+                through: from_sql_int(row.get(2)?),
+            })
+        })?
+        .collect()
+}
+
+/// Raises a partition's next offset to `floor` (an empty partition's start offset with it) and
+/// records the offsets skipped in `log_gaps`.
 fn raise_next_offset(conn: &Connection, partition: u32, floor: u64) -> rusqlite::Result<()> {
+    let next: Option<i64> = conn
+        .query_row(
+            "SELECT next_offset FROM log_partitions WHERE partition_id = ?1",
+            [partition],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(next) = next.map(from_sql_int).filter(|next| *next < floor) else {
+        return Ok(());
+    };
+    conn.execute_batch(CREATE_GAPS)?;
+    conn.execute(
+        "INSERT OR REPLACE INTO log_gaps (partition_id, from_offset, through_offset, recorded_at_ms) \
+         VALUES (?1, ?2, ?3, ?4)",
+        (partition, sql_int(next), sql_int(floor), chrono::Utc::now().timestamp_millis()),
+    )?;
     conn.execute(
         "UPDATE log_partitions SET log_start_offset = CASE WHEN log_start_offset >= next_offset \
          THEN ?1 ELSE log_start_offset END, next_offset = ?1 \
