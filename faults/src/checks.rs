@@ -15,8 +15,44 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-/// A push as the raw log stores it: source, method, query, body.
-pub type RawKey = (String, String, Option<String>, Vec<u8>);
+/// A push as the raw log stores it: a hash of source, method, query and body (hashed, so a
+/// soak's millions of records fit in memory).
+pub type RawKey = u64;
+
+/// The raw records of a log: a count per push, and the hashes of the bodies alone.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecords {
+    /// Records per push.
+    pub counts: HashMap<RawKey, u64>,
+    /// Hashes of the bodies seen, whatever their metadata.
+    pub bodies: std::collections::HashSet<u64>,
+}
+
+impl RawRecords {
+    /// Counts one stored record.
+    pub fn add(&mut self, source: &str, method: &str, query: Option<&str>, body: &[u8]) {
+        *self
+            .counts
+            .entry(raw_key(source, method, query, body))
+            .or_insert(0) += 1;
+        self.bodies.insert(hash_of(&body));
+    }
+}
+
+fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
+/// The key of a push (an empty query counts as none).
+pub fn raw_key(source: &str, method: &str, query: Option<&str>, body: &[u8]) -> RawKey {
+    hash_of(&(
+        source,
+        method,
+        query.filter(|query| !query.is_empty()),
+        body,
+    ))
+}
 
 /// Opens a SQLite file read-only.
 pub fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
@@ -51,36 +87,48 @@ pub fn integrity(path: &Path) -> Vec<String> {
 pub struct RawCheck {
     /// Acknowledged sendings not in the raw log.
     pub missing: u64,
+    /// The first missing pushes: source, method, query, the body's start, and whether a raw
+    /// record with the same body but other metadata exists.
+    pub missing_examples: Vec<String>,
     /// Raw records beyond every sending of the same bytes (acknowledged or not).
     pub excess: u64,
 }
 
 /// Compares the ledger with the raw records (`raw` counts each stored push). Only the ledger's
 /// sources are compared (the suite's own probes go to another source).
-pub fn raw_check(ledger: &Ledger, raw: &HashMap<RawKey, u64>) -> RawCheck {
+pub fn raw_check(ledger: &Ledger, raw: &RawRecords) -> RawCheck {
     let key = |push: &callhook_simulator::ledger::PushLine| -> RawKey {
-        (
-            push.source.clone(),
-            push.method.clone(),
-            push.query.clone().filter(|query| !query.is_empty()),
-            push.body.as_bytes().to_vec(),
+        raw_key(
+            &push.source,
+            &push.method,
+            push.query.as_deref(),
+            push.body.as_bytes(),
         )
     };
-    let mut acknowledged: HashMap<RawKey, u64> = HashMap::new();
+    let mut acknowledged: HashMap<RawKey, (u64, usize)> = HashMap::new();
     let mut sent: HashMap<RawKey, u64> = HashMap::new();
-    for push in &ledger.pushes {
-        *acknowledged.entry(key(push)).or_default() += 1;
+    for (index, push) in ledger.pushes.iter().enumerate() {
+        acknowledged.entry(key(push)).or_insert((0, index)).0 += 1;
         *sent.entry(key(push)).or_default() += 1;
     }
     for push in &ledger.unacknowledged {
         *sent.entry(key(push)).or_default() += 1;
     }
     let mut check = RawCheck::default();
-    for (push, count) in &acknowledged {
-        let stored = raw.get(push).copied().unwrap_or(0);
-        check.missing += count.saturating_sub(stored);
+    for (push_key, (count, index)) in &acknowledged {
+        let stored = raw.counts.get(push_key).copied().unwrap_or(0);
+        let missing = count.saturating_sub(stored);
+        check.missing += missing;
+        if missing > 0 && check.missing_examples.len() < 3 {
+            let push = &ledger.pushes[*index];
+            let body_stored = raw.bodies.contains(&hash_of(&push.body.as_bytes()));
+            check.missing_examples.push(format!(
+                "{} {} {:?} {:.80} (acknowledged {count}, stored {stored}; the body is stored under other metadata: {body_stored})",
+                push.source, push.method, push.query, push.body
+            ));
+        }
     }
-    for (push, stored) in raw {
+    for (push, stored) in &raw.counts {
         if let Some(sendings) = sent.get(push) {
             check.excess += stored.saturating_sub(*sendings);
         }
@@ -89,22 +137,19 @@ pub fn raw_check(ledger: &Ledger, raw: &HashMap<RawKey, u64>) -> RawCheck {
 }
 
 /// Counts the records of an embedded raw log (or spool) file.
-pub fn embedded_raw_records(path: &Path) -> anyhow::Result<HashMap<RawKey, u64>> {
+pub fn embedded_raw_records(path: &Path) -> anyhow::Result<RawRecords> {
     let conn = open_read_only(path)?;
     let mut statement = conn.prepare("SELECT source, method, query, body FROM log_records")?;
     let mut rows = statement.query([])?;
-    let mut counts = HashMap::new();
+    let mut records = RawRecords::default();
     while let Some(row) = rows.next()? {
+        let source: String = row.get(0)?;
+        let method: String = row.get(1)?;
         let query: Option<String> = row.get(2)?;
-        let key = (
-            row.get(0)?,
-            row.get(1)?,
-            query.filter(|query| !query.is_empty()),
-            row.get(3)?,
-        );
-        *counts.entry(key).or_insert(0) += 1;
+        let body: Vec<u8> = row.get(3)?;
+        records.add(&source, &method, query.as_deref(), &body);
     }
-    Ok(counts)
+    Ok(records)
 }
 
 /// Returns the sum of a raw log's next offsets (its end), read-only.
@@ -147,35 +192,6 @@ pub struct CallsCheck {
 /// it, column by column, with the stored row.
 pub fn calls_check(db: &Path) -> anyhow::Result<CallsCheck> {
     let conn = open_read_only(db)?;
-    let mut events: BTreeMap<(String, String), Vec<StoredCallEvent>> = BTreeMap::new();
-    let mut statement = conn.prepare(
-        "SELECT source_name, call_id, id, type, time, data FROM events WHERE call_id IS NOT NULL",
-    )?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(2)?;
-        let type_name: String = row.get(3)?;
-        let event_type = EventType::ALL
-            .into_iter()
-            .find(|candidate| candidate.as_str() == type_name)
-            .with_context(|| format!("event {id}: unknown type `{type_name}`"))?;
-        let time: String = row.get(4)?;
-        let time = DateTime::parse_from_rfc3339(&time)
-            .with_context(|| format!("event {id}: time `{time}`"))?
-            .with_timezone(&Utc);
-        let data: String = row.get(5)?;
-        let data: CallEventData =
-            serde_json::from_str(&data).with_context(|| format!("event {id}: data"))?;
-        events
-            .entry((row.get(0)?, row.get(1)?))
-            .or_default()
-            .push(StoredCallEvent {
-                id,
-                event_type,
-                time,
-                data,
-            });
-    }
     let mut stored: BTreeMap<(String, String), Vec<Option<String>>> = BTreeMap::new();
     let mut statement = conn.prepare(&format!(
         "SELECT source, call_id, {} FROM calls",
@@ -190,40 +206,104 @@ pub fn calls_check(db: &Path) -> anyhow::Result<CallsCheck> {
         stored.insert((row.get(0)?, row.get(1)?), values);
     }
     let mut check = CallsCheck::default();
-    let note = |check: &mut CallsCheck, text: String| {
-        check.mismatches += 1;
-        if check.examples.len() < 5 {
-            check.examples.push(text);
-        }
-    };
-    for ((source, call_id), call_events) in events {
-        let Some(expected) = fold_call(&source, &call_id, call_events) else {
-            continue;
+    // One call at a time, in index order: memory stays bounded by the largest call.
+    let mut statement = conn.prepare(
+        "SELECT source_name, call_id, id, type, time, data FROM events \
+         WHERE call_id IS NOT NULL ORDER BY source_name, call_id",
+    )?;
+    let mut rows = statement.query([])?;
+    let mut current: Option<(String, String)> = None;
+    let mut call_events = Vec::new();
+    loop {
+        let row = rows.next()?;
+        let key = match row {
+            Some(row) => Some((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            None => None,
         };
-        match stored.remove(&(source.clone(), call_id.clone())) {
-            None => note(&mut check, format!("{source}/{call_id}: no `calls` row")),
-            Some(values) => {
-                check.rows += 1;
-                let wanted = columns_of(&expected)?;
-                for ((column, found), want) in COLUMNS.iter().zip(&values).zip(&wanted) {
-                    if found != want {
-                        note(
-                            &mut check,
-                            format!("{source}/{call_id}: `{column}` is {found:?}, the fold says {want:?}"),
-                        );
-                        break;
-                    }
-                }
+        if key != current {
+            if let Some((source, call_id)) = current.take() {
+                judge_call(
+                    &mut check,
+                    &mut stored,
+                    source,
+                    call_id,
+                    std::mem::take(&mut call_events),
+                )?;
             }
+            current = key.clone();
         }
+        let Some(row) = row else {
+            break;
+        };
+        call_events.push(stored_event(row)?);
     }
-    for (source, call_id) in stored.keys() {
+    let leftover: Vec<(String, String)> = stored.keys().cloned().collect();
+    for (source, call_id) in leftover {
         note(
             &mut check,
             format!("{source}/{call_id}: a `calls` row without call events"),
         );
     }
     Ok(check)
+}
+
+fn note(check: &mut CallsCheck, text: String) {
+    check.mismatches += 1;
+    if check.examples.len() < 5 {
+        check.examples.push(text);
+    }
+}
+
+fn stored_event(row: &rusqlite::Row<'_>) -> anyhow::Result<StoredCallEvent> {
+    let id: String = row.get(2)?;
+    let type_name: String = row.get(3)?;
+    let event_type = EventType::ALL
+        .into_iter()
+        .find(|candidate| candidate.as_str() == type_name)
+        .with_context(|| format!("event {id}: unknown type `{type_name}`"))?;
+    let time: String = row.get(4)?;
+    let time = DateTime::parse_from_rfc3339(&time)
+        .with_context(|| format!("event {id}: time `{time}`"))?
+        .with_timezone(&Utc);
+    let data: String = row.get(5)?;
+    let data: CallEventData =
+        serde_json::from_str(&data).with_context(|| format!("event {id}: data"))?;
+    Ok(StoredCallEvent {
+        id,
+        event_type,
+        time,
+        data,
+    })
+}
+
+/// Folds one call's events and compares the result with its stored row (removed from `stored`).
+fn judge_call(
+    check: &mut CallsCheck,
+    stored: &mut BTreeMap<(String, String), Vec<Option<String>>>,
+    source: String,
+    call_id: String,
+    events: Vec<StoredCallEvent>,
+) -> anyhow::Result<()> {
+    let Some(expected) = fold_call(&source, &call_id, events) else {
+        return Ok(());
+    };
+    let Some(values) = stored.remove(&(source.clone(), call_id.clone())) else {
+        note(check, format!("{source}/{call_id}: no `calls` row"));
+        return Ok(());
+    };
+    check.rows += 1;
+    let wanted = columns_of(&expected)?;
+    let differing = COLUMNS
+        .iter()
+        .zip(values.iter().zip(&wanted))
+        .find(|(_, (found, want))| found != want);
+    if let Some((column, (found, want))) = differing {
+        note(
+            check,
+            format!("{source}/{call_id}: `{column}` is {found:?}, the fold says {want:?}"),
+        );
+    }
+    Ok(())
 }
 
 /// The `calls` columns compared, in `SELECT` order.

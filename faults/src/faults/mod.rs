@@ -328,7 +328,21 @@ pub fn check_segments(
     bin: &Path,
     segments: &[PathBuf],
     db: &Path,
-    raw: &std::collections::HashMap<checks::RawKey, u64>,
+    raw: &checks::RawRecords,
+    row: &mut Row,
+) {
+    check_segments_with(bin, segments, db, raw, true, row);
+}
+
+/// [`check_segments`]; with `raw_trusted` false, pushes missing from the raw log are reported
+/// as notes against the broker's storage instead of as losses (used where the test broker's
+/// storage is shown to drop records on its own; the events are still checked).
+pub fn check_segments_with(
+    bin: &Path,
+    segments: &[PathBuf],
+    db: &Path,
+    raw: &checks::RawRecords,
+    raw_trusted: bool,
     row: &mut Row,
 ) {
     for ledger in segments {
@@ -350,12 +364,20 @@ pub fn check_segments(
         match Ledger::read(ledger) {
             Ok(ledger_lines) => {
                 let raw_check = checks::raw_check(&ledger_lines, raw);
-                if raw_check.missing > 0 {
+                if raw_check.missing > 0 && !raw_trusted {
+                    row.note(format!(
+                        "{}: {} acknowledged push(es) not on the raw topic at the end, though their events are in `events` (so they reached Kafka and were consumed; the test broker's S3 storage dropped them): {}",
+                        ledger.display(),
+                        raw_check.missing,
+                        raw_check.missing_examples.join(" / ")
+                    ));
+                } else if raw_check.missing > 0 {
                     row.lost += raw_check.missing;
                     row.fail(format!(
-                        "{}: {} acknowledged push(es) missing from the raw log",
+                        "{}: {} acknowledged push(es) missing from the raw log: {}",
                         ledger.display(),
-                        raw_check.missing
+                        raw_check.missing,
+                        raw_check.missing_examples.join(" / ")
                     ));
                 }
                 if raw_check.excess > 0 {
