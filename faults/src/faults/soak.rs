@@ -123,6 +123,9 @@ pub fn run(suite: &mut Suite, settings: &SoakSettings) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// A measure's name, how it is read from a sample, and the floor under which it counts as flat.
+type Measure = (&'static str, fn(&Sample) -> f64, f64);
+
 fn judge_flat(row: &mut Row, samples: &[Sample], settings: &SoakSettings, pushes_per_second: f64) {
     let end = samples.last().map_or(Duration::ZERO, |sample| sample.at);
     let first: Vec<&Sample> = samples.iter().filter(|s| s.at < settings.window).collect();
@@ -137,7 +140,7 @@ fn judge_flat(row: &mut Row, samples: &[Sample], settings: &SoakSettings, pushes
     let mean = |set: &[&Sample], value: fn(&Sample) -> f64| {
         set.iter().map(|sample| value(sample)).sum::<f64>() / set.len() as f64
     };
-    let measures: [(&str, fn(&Sample) -> f64, f64); 3] = [
+    let measures: [Measure; 3] = [
         ("RSS (MiB)", |s| s.rss_kib as f64 / 1024.0, 0.0),
         ("open fds", |s| s.fds as f64, 0.0),
         ("normalizer lag (records)", |s| s.lag, pushes_per_second),
