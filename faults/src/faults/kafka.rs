@@ -366,8 +366,15 @@ fn run_half(suite: &mut Suite, half: Half, row: &mut Row) -> anyhow::Result<()> 
         Half::BrokerKill => suite.pick(3, 1),
         Half::NormalizerStop => suite.pick(2, 1),
     };
-    let load = start_load(suite, u64::from(iterations) * 50 + 10)?;
+    let segment = 60;
+    let mut load = start_load(suite, segment)?;
     for _ in 0..iterations {
+        // Every injection under load: a segment that ended (a slow recovery) is followed by
+        // a new one.
+        if !load.running() {
+            finish(load, &mut reports)?;
+            load = start_load(suite, segment)?;
+        }
         std::thread::sleep(Duration::from_secs(6));
         match half {
             Half::BrokerKill => {
