@@ -44,7 +44,10 @@ pub fn run(suite: &mut Suite, settings: &SoakSettings) -> anyhow::Result<Row> {
     let rate = match settings.flows_per_second {
         Some(rate) => rate,
         None => {
-            // Capacity: flows as fast as 32 connections go.
+            // Capacity: flows as fast as 32 connections go, then until the normalizer has
+            // worked the burst off. The pipeline's capacity is the lower of the two rates:
+            // half the receiver's rate alone would outrun the normalizer and its lag could
+            // only grow.
             let plan = LoadPlan {
                 flows_per_second: 0.0,
                 duration: Duration::from_secs(suite.pick(6000, 2000)),
@@ -52,15 +55,11 @@ pub fn run(suite: &mut Suite, settings: &SoakSettings) -> anyhow::Result<Row> {
                 seed: suite.rng.next(),
             };
             let ledger = rig.dir.join("ledger-capacity.jsonl");
+            let burst_started = Instant::now();
             let report =
                 crate::sim::Load::start(&suite.bin, rig.listen, &plan, &ledger)?.finish()?;
             rig.segments_push(ledger);
-            let capacity = report.flows as f64 / report.elapsed_seconds.max(0.001);
-            row.note(format!(
-                "capacity: {} flows in {:.1} s = {capacity:.0} flows/s ({:.0} acknowledged pushes/s, ack p99 {:.1} ms)",
-                report.flows, report.elapsed_seconds, report.per_second, report.p99_ms
-            ));
-            // Let the normalizer work off the burst before the soak starts.
+            let ingest = report.flows as f64 / report.elapsed_seconds.max(0.001);
             let target = checks::raw_end(&rig.rawlog())?;
             if rig
                 .wait_recovered(&serve, target, Instant::now(), Duration::from_secs(900))
@@ -68,8 +67,18 @@ pub fn run(suite: &mut Suite, settings: &SoakSettings) -> anyhow::Result<Row> {
             {
                 row.fail("the normalizer did not work off the capacity burst within 15 min");
             }
+            let end_to_end_seconds = burst_started.elapsed().as_secs_f64();
+            let records_per_flow = target as f64 / report.flows.max(1) as f64;
+            let end_to_end = report.flows as f64 / end_to_end_seconds;
+            row.note(format!(
+                "capacity: the receiver took {} flows ({target} records) in {:.1} s = {ingest:.0} flows/s (ack p99 {:.1} ms); the normalizer had them all in the sink after {end_to_end_seconds:.1} s = {end_to_end:.0} flows/s ({:.0} records/s) end to end",
+                report.flows,
+                report.elapsed_seconds,
+                report.p99_ms,
+                end_to_end * records_per_flow
+            ));
             std::thread::sleep(Duration::from_secs(3));
-            capacity / 2.0
+            ingest.min(end_to_end) / 2.0
         }
     };
     row.p99_before_ms = rig.baseline(suite, Duration::from_secs(10))?.p99_ms;
