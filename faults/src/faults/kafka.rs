@@ -504,6 +504,10 @@ fn run_half(suite: &mut Suite, half: Half, row: &mut Row) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// How long recovery may take: tansu's S3 engine on a local S3 server serves fetches slowly,
+/// so a backlog after a broker outage takes minutes to work off.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Waits until the spool is drained, every process is ready and the sink holds the raw topic
 /// up to its end; records the time since `since`.
 fn recover(
@@ -514,7 +518,7 @@ fn recover(
     since: Instant,
     row: &mut Row,
 ) {
-    while since.elapsed() < Duration::from_secs(180) {
+    while since.elapsed() < RECOVERY_TIMEOUT {
         let drained = ingest.metric("callhook_rawlog_spool_records") == Some(0.0)
             && ingest.metric("callhook_rawlog_spool_in_use") == Some(0.0);
         let ready = ingest.ready() && normalizers.iter().all(Callhook::ready);
@@ -529,7 +533,8 @@ fn recover(
         std::thread::sleep(Duration::from_millis(100));
     }
     row.fail(format!(
-        "no recovery within 180 s (spool records {:?}, ready {}/{})",
+        "no recovery within {} s (spool records {:?}, ready {}/{})",
+        RECOVERY_TIMEOUT.as_secs(),
         ingest.metric("callhook_rawlog_spool_records"),
         ingest.ready(),
         normalizers.iter().filter(|n| n.ready()).count()
