@@ -302,29 +302,39 @@ fn check_wal_before_open(path: &std::path::Path) -> Result<()> {
         tail if tail.loses_committed_data() => Err(EmbeddedLogError::Corrupt {
             path: path.to_owned(),
             detail: format!(
-                "its wal is damaged ({tail:?}): SQLite would silently drop committed records (offsets {}); nothing was changed",
-                offsets_text(&scan.dropped_records)
+                "its wal is damaged: {tail}; SQLite would silently drop committed records ({}); nothing was changed",
+                dropped_text(&scan)
             ),
         }),
         tail => {
-            tracing::warn!(path = %path.display(), ?tail, records = scan.dropped_records.len(), "raw log wal ends with a transaction that never committed (the process died while writing it); it is discarded, nothing acknowledged is in it");
+            tracing::warn!(path = %path.display(), %tail, records = scan.dropped_records.len(), "raw log wal ends with a transaction that never committed (the process died while writing it); it is discarded, nothing acknowledged is in it");
             Ok(())
         }
     }
 }
 
-fn offsets_text(records: &std::collections::BTreeSet<(u32, u64)>) -> String {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
-        return "unknown".to_owned();
-    };
-    format!(
-        "{} row(s) between {}:{} and {}:{}",
-        records.len(),
-        first.0,
-        first.1,
-        last.0,
-        last.1
-    )
+/// What the dropped WAL frames held, as far as their pages tell.
+fn dropped_text(scan: &check::wal::WalScan) -> String {
+    let mut parts = Vec::new();
+    if let (Some(first), Some(last)) = (scan.dropped_records.first(), scan.dropped_records.last()) {
+        parts.push(format!(
+            "{} record row(s) between {}:{} and {}:{} in their pages",
+            scan.dropped_records.len(),
+            first.0,
+            first.1,
+            last.0,
+            last.1
+        ));
+    }
+    for (partition, next) in &scan.dropped_next_offsets {
+        parts.push(format!(
+            "partition {partition} reached offset {next} with them"
+        ));
+    }
+    match parts.is_empty() {
+        true => "which ones, their pages do not tell".to_owned(),
+        false => parts.join("; "),
+    }
 }
 
 impl LogAppender for EmbeddedLog {

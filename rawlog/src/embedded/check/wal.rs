@@ -91,6 +91,34 @@ pub enum WalTail {
     },
 }
 
+impl std::fmt::Display for WalTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalTail::Clean => write!(f, "clean"),
+            WalTail::Unfinished {
+                frames,
+                partial_bytes,
+            } => write!(
+                f,
+                "{frames} frame(s) of a transaction that never committed ({partial_bytes} byte(s) of a torn last frame)"
+            ),
+            WalTail::CommittedLost {
+                reason,
+                commits_dropped,
+                frames_dropped,
+                ..
+            } => write!(
+                f,
+                "{reason}; {frames_dropped} frame(s) from there, {commits_dropped} committed transaction(s) among them"
+            ),
+            WalTail::BadHeader {
+                reason,
+                ignored_bytes,
+            } => write!(f, "{reason} ({ignored_bytes} bytes)"),
+        }
+    }
+}
+
 impl WalTail {
     /// Returns true when committed data would be dropped by SQLite.
     pub fn loses_committed_data(&self) -> bool {
