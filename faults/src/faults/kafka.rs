@@ -396,7 +396,20 @@ fn run_half(suite: &mut Suite, half: Half, row: &mut Row) -> anyhow::Result<()> 
                 recover(&ingest, &normalizers, &cluster.brokers(), &sink, since, row);
             }
             Half::NormalizerStop => {
-                let stopped = &normalizers[0];
+                let assigned: Vec<f64> = normalizers
+                    .iter()
+                    .map(|normalizer| {
+                        normalizer
+                            .metric("callhook_normalizer_assigned_partitions")
+                            .unwrap_or(0.0)
+                    })
+                    .collect();
+                // Stop the one that owns partitions (the broker may have given one of them all).
+                let index = usize::from(assigned[1] > assigned[0]);
+                row.note(format!(
+                    "raw-topic partitions assigned before the stop: {assigned:?}; normalizer {index} stopped"
+                ));
+                let stopped = &normalizers[index];
                 let before = raw_end(&cluster.brokers()).unwrap_or(0);
                 stopped.signal(libc::SIGSTOP);
                 let since_stop = Instant::now();

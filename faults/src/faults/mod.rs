@@ -366,7 +366,7 @@ pub fn check_segments_with(
                 let raw_check = checks::raw_check(&ledger_lines, raw);
                 if raw_check.missing > 0 && !raw_trusted {
                     row.note(format!(
-                        "{}: {} acknowledged push(es) not on the raw topic at the end, though their events are in `events` (so they reached Kafka and were consumed; the test broker's S3 storage dropped them): {}",
+                        "{}: {} acknowledged push(es) not on the raw topic at the end (the test broker's S3 storage overwrites records; which of them the sink lacks, the events check says): {}",
                         ledger.display(),
                         raw_check.missing,
                         raw_check.missing_examples.join(" / ")
