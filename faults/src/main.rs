@@ -42,7 +42,8 @@ struct Args {
     /// Fewer iterations, shorter runs, a 2-minute soak.
     #[arg(long)]
     quick: bool,
-    /// Only these faults (repeatable): sigkill, failpoints, kafka, disk, sigterm, torn, soak.
+    /// Only these faults (repeatable): sigkill, failpoints, kafka (or one half: kafka-broker,
+    /// kafka-stop), disk, sigterm, torn, soak.
     #[arg(long = "only")]
     only: Vec<String>,
     /// Call flows per second of the load during faults.
@@ -72,10 +73,13 @@ const FAULTS: [&str; 7] = [
     "soak",
 ];
 
+/// Names `--only` also takes: one half of the Kafka fault.
+const KAFKA_HALVES: [&str; 2] = ["kafka-broker", "kafka-stop"];
+
 fn main() -> ExitCode {
     let args = Args::parse();
     for name in &args.only {
-        if !FAULTS.contains(&name.as_str()) {
+        if !FAULTS.contains(&name.as_str()) && !KAFKA_HALVES.contains(&name.as_str()) {
             eprintln!(
                 "error: unknown fault `{name}` (one of {})",
                 FAULTS.join(", ")
@@ -116,7 +120,18 @@ fn main() -> ExitCode {
         },
         flows_per_second: args.soak_flows_per_second,
     };
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
+    let wanted = |name: &str| {
+        args.only.is_empty()
+            || args.only.iter().any(|only| {
+                only == name || only.strip_prefix("kafka-").is_some() && name == "kafka"
+            })
+    };
+    let kafka_half = args
+        .only
+        .iter()
+        .find_map(|only| only.strip_prefix("kafka-"))
+        .filter(|_| !args.only.iter().any(|only| only == "kafka"))
+        .map(str::to_owned);
     let started = Instant::now();
     let mut rows = Vec::new();
     for name in FAULTS.into_iter().filter(|name| wanted(name)) {
@@ -127,7 +142,7 @@ fn main() -> ExitCode {
         let outcome = match name {
             "sigkill" => faults::sigkill::run(&mut suite).map(|row| vec![row]),
             "failpoints" => faults::failpoints::run(&mut suite).map(|row| vec![row]),
-            "kafka" => faults::kafka::run(&mut suite),
+            "kafka" => faults::kafka::run(&mut suite, kafka_half.as_deref()),
             "disk" => faults::disk::run(&mut suite),
             "sigterm" => faults::sigterm::run(&mut suite).map(|row| vec![row]),
             "torn" => faults::torn::run(&mut suite).map(|row| vec![row]),

@@ -33,10 +33,15 @@ const RAW_TOPIC: &str = "callhook.raw";
 const RAW_PARTITIONS: u32 = 4;
 const SINK_CONSUMER: &str = "normalizer@callhook.raw";
 
-/// Runs both halves.
-pub fn run(suite: &mut Suite) -> anyhow::Result<Vec<Row>> {
+/// Runs both halves, or the one `only` names (`broker`, `stop`).
+pub fn run(suite: &mut Suite, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for half in [Half::BrokerKill, Half::NormalizerStop] {
+    let halves = [(Half::BrokerKill, "broker"), (Half::NormalizerStop, "stop")];
+    for half in halves
+        .into_iter()
+        .filter(|(_, name)| only.is_none_or(|only| only == *name))
+        .map(|(half, _)| half)
+    {
         let mut row = Row::new(match half {
             Half::BrokerKill => "Kafka: broker killed and restarted",
             Half::NormalizerStop => "Kafka: one normalizer SIGSTOP 30 s",
@@ -368,12 +373,14 @@ fn run_half(suite: &mut Suite, half: Half, row: &mut Row) -> anyhow::Result<()> 
     };
     let segment = 60;
     let mut load = start_load(suite, segment)?;
+    let mut segment_started = Instant::now();
     for _ in 0..iterations {
-        // Every injection under load: a segment that ended (a slow recovery) is followed by
-        // a new one.
-        if !load.running() {
+        // Every injection under load: a segment that ends before the injection is over (a
+        // slow recovery ate it) is followed by a new one first.
+        if !load.running() || segment_started.elapsed() > Duration::from_secs(segment - 30) {
             finish(load, &mut reports)?;
             load = start_load(suite, segment)?;
+            segment_started = Instant::now();
         }
         std::thread::sleep(Duration::from_secs(6));
         match half {
