@@ -2,6 +2,7 @@
 
 mod config;
 mod dead_letters;
+mod log_check;
 mod logging;
 mod replay;
 mod stages;
@@ -51,6 +52,32 @@ enum Command {
     /// List the dead letters, show one with its raw push, or redrive them through the current
     /// mapping.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// The raw log's tools.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check the raw log (the spool in Kafka mode): its WAL, `PRAGMA integrity_check`, its
+    /// offsets; say exactly what was lost or repaired. Exits 0 when clean, 1 otherwise.
+    Check(LogCheckArgs),
+}
+
+/// Flags of `callhook log check`.
+#[derive(clap::Args)]
+struct LogCheckArgs {
+    /// Config file (TOML). Without one, every default applies.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of the raw log and the database (default ./callhook-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Repair what can be repaired: cut a damaged WAL where SQLite stops replaying (keeping a
+    /// copy of it), raise the next offsets past consumed records the log lost. Stop callhook
+    /// first.
+    #[arg(long)]
+    repair: bool,
 }
 
 /// Flags of `callhook serve`; each overrides the config file.
@@ -107,6 +134,11 @@ fn main() -> ExitCode {
             .and_then(|settings| replay::run(args, settings)),
         Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| dead_letters::run(args, settings)),
+        Command::Log(LogCommand::Check(args)) => match log_check(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +148,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn log_check(args: LogCheckArgs) -> anyhow::Result<bool> {
+    let settings = load_settings(args.config.as_deref(), args.data_dir)?;
+    log_check::run(&settings, args.repair)
 }
 
 fn run_stages(args: ServeArgs, command: stages::Command) -> anyhow::Result<()> {

@@ -19,9 +19,15 @@
 //! - **Offsets.** Per partition, offsets start at 0 and are gapless; the next offset is stored
 //!   in its own table, so deleting records never makes offsets restart. A record's partition is
 //!   `fnv1a64(key) % partitions` ([`partition`]), stable across processes and builds.
-//! - **Checks on open.** `PRAGMA quick_check` (or `integrity_check`), file identity, schema
-//!   version and partition count, and the next-offset bookkeeping against the stored rows
-//!   (raised past the highest row if behind); a corrupt file fails [`EmbeddedLog::open`].
+//! - **Checks on open.** Before SQLite touches the file, its WAL is scanned ([`check::wal`]):
+//!   committed frames that SQLite would silently drop behind a damaged frame fail
+//!   [`EmbeddedLog::open`] (nothing is changed; [`check`] reports and repairs), and a torn
+//!   tail of a transaction that never committed is logged. Then `PRAGMA quick_check` (or
+//!   `integrity_check`), file identity, schema version and partition count, and the
+//!   next-offset bookkeeping against the stored rows (raised past the highest row if behind);
+//!   a corrupt file fails [`EmbeddedLog::open`]. [`EmbeddedLog::open_after`] also raises the
+//!   next offsets to what a consumer has durably consumed, so a log that lost its tail never
+//!   hands those offsets out again (the consumer would skip the new records).
 //!
 //! An append is queued when `append` is called: dropping the returned future does not cancel
 //! the write, it only drops the answer (at-least-once, like a lost HTTP response).
@@ -36,10 +42,12 @@
 //! `max_unconsumed_records`: past it, appends are refused. Retention deletes a prefix of each
 //! partition, so the stored offsets stay contiguous from the log start offset.
 //!
-//! Modules: [`config`] (the `[log.embedded]` section), [`partition`] (key hashing), and the
+//! Modules: [`config`] (the `[log.embedded]` section), [`partition`] (key hashing), [`check`]
+//! (the fsck behind `callhook log check`: WAL scan, integrity, bookkeeping), and the
 //! private `schema` (file and checks), `writer` (group commit, retention), `reader`
 //! ([`LogReader`]), `state` (what the append path knows without SQLite), `telemetry`.
 
+pub mod check;
 pub mod config;
 mod error;
 pub mod partition;
@@ -53,6 +61,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -95,6 +104,18 @@ impl EmbeddedLog {
     /// I/O (the integrity check reads the whole file): call it before serving, or from
     /// `spawn_blocking`.
     pub fn open(settings: EmbeddedLogSettings) -> Result<Self> {
+        Self::open_after(settings, &BTreeMap::new())
+    }
+
+    /// Opens the log like [`EmbeddedLog::open`], knowing that a consumer has durably consumed
+    /// each partition up to `consumed` (the sink's stored offsets): where the log ends before
+    /// that, it lost acknowledged records; the loss is logged as ERROR with the offsets, and the
+    /// next offset is raised past them so they are never handed out again (the consumer would
+    /// skip every new record that got one).
+    pub fn open_after(
+        settings: EmbeddedLogSettings,
+        consumed: &BTreeMap<u32, u64>,
+    ) -> Result<Self> {
         let path = settings.path.clone();
         if let Some(parent) = path
             .parent()
@@ -106,9 +127,17 @@ impl EmbeddedLog {
             })?;
         }
         let partitions = settings.partitions.get();
+        // Before SQLite opens the file: its recovery would drop a damaged WAL tail silently.
+        check_wal_before_open(&path)?;
         let mut conn = schema::open_connection(&path, settings.busy_timeout)?;
         schema::check_integrity(&conn, settings.integrity_check, &path)?;
         schema::prepare_schema(&mut conn, partitions, &path)?;
+        let lost = check::raise_to_consumed(&mut conn, consumed)?;
+        if !lost.is_empty() {
+            let ranges: Vec<String> = lost.iter().map(ToString::to_string).collect();
+            let records: u64 = lost.iter().map(check::OffsetRange::len).sum();
+            tracing::error!(path = %path.display(), records, offsets = %ranges.join(", "), "raw log lost acknowledged records that were already consumed (their events are in the sink); next offsets raised so they are not handed out again");
+        }
         let bookkeeping = schema::load_bookkeeping(&mut conn, partitions, &path)?;
         let next_offsets = bookkeeping.next_offsets.clone();
         let log_start_offsets = bookkeeping.log_start_offsets.clone();
@@ -256,6 +285,57 @@ impl EmbeddedLog {
                 ))
             }
         }
+    }
+}
+
+/// Scans the WAL of `path` before SQLite does: fails when SQLite would drop committed frames,
+/// logs a torn tail that never committed.
+fn check_wal_before_open(path: &std::path::Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let wal_file = check::wal_path(path);
+    let scan = check::wal::scan(&wal_file).map_err(|source| EmbeddedLogError::Corrupt {
+        path: wal_file.clone(),
+        detail: format!("cannot read the wal: {source}"),
+    })?;
+    match &scan.tail {
+        check::wal::WalTail::Clean => Ok(()),
+        tail if tail.loses_committed_data() => Err(EmbeddedLogError::Corrupt {
+            path: path.to_owned(),
+            detail: format!(
+                "its wal is damaged: {tail}; SQLite would silently drop committed records ({}); nothing was changed",
+                dropped_text(&scan)
+            ),
+        }),
+        tail => {
+            tracing::warn!(path = %path.display(), %tail, records = scan.dropped_records.len(), "raw log wal ends with a transaction that never committed (the process died while writing it); it is discarded, nothing acknowledged is in it");
+            Ok(())
+        }
+    }
+}
+
+/// What the dropped WAL frames held, as far as their pages tell.
+fn dropped_text(scan: &check::wal::WalScan) -> String {
+    let mut parts = Vec::new();
+    if let (Some(first), Some(last)) = (scan.dropped_records.first(), scan.dropped_records.last()) {
+        parts.push(format!(
+            "{} record row(s) between {}:{} and {}:{} in their pages",
+            scan.dropped_records.len(),
+            first.0,
+            first.1,
+            last.0,
+            last.1
+        ));
+    }
+    for (partition, next) in &scan.dropped_next_offsets {
+        parts.push(format!(
+            "partition {partition} reached offset {next} with them"
+        ));
+    }
+    match parts.is_empty() {
+        true => "which ones, their pages do not tell".to_owned(),
+        false => parts.join("; "),
     }
 }
 

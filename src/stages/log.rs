@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use callhook_rawlog::embedded::EmbeddedLog;
+use callhook_rawlog::embedded::{EmbeddedLog, EmbeddedLogError};
 use callhook_rawlog::kafka::KafkaLog;
 use callhook_rawlog::LogAppender;
 
@@ -29,10 +29,25 @@ impl RawLog {
             }
             None => {
                 let embedded = settings.log.clone();
-                // Opening checks the file's integrity: blocking file I/O.
-                let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(embedded))
-                    .await?
-                    .context("cannot open the raw log")?;
+                let sink = settings.sqlite.path.clone();
+                let group = settings.normalizer.consumer_group.clone();
+                let data_dir = settings.data_dir.clone();
+                // Opening checks the file's integrity: blocking file I/O. The sink's consumed
+                // offsets hold the log to what was acknowledged (see `EmbeddedLog::open_after`).
+                let log = tokio::task::spawn_blocking(move || {
+                    let consumed = crate::log_check::sink_offsets(&sink, &group)?;
+                    EmbeddedLog::open_after(embedded, &consumed).map_err(|error| {
+                        let hint = match &error {
+                            EmbeddedLogError::Corrupt { .. } => format!(
+                                "; not started, so nothing more is lost: run `callhook log check --data-dir {}` for what is damaged and lost (`--repair` to keep what is intact)",
+                                data_dir.display()
+                            ),
+                            _ => String::new(),
+                        };
+                        anyhow::anyhow!("cannot open the raw log: {error}{hint}")
+                    })
+                })
+                .await??;
                 Ok(RawLog::Embedded(Arc::new(log)))
             }
         }
