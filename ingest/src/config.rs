@@ -100,8 +100,10 @@ pub struct IngestConfig {
     /// When a new connection finds every place taken (or its address at its limit), a
     /// connection whose request head has been arriving for longer than this, in milliseconds,
     /// is closed to make room, before any idle one (a slowloris, possibly spread over many
-    /// addresses; vendors send a head in one packet). Requests the handler already has are
-    /// never closed. Default 1000.
+    /// addresses; vendors send a head in one packet, right behind the connection's handshake).
+    /// Requests the handler already has are never closed. Default 100: with 1000, a slowloris
+    /// spread over 64 addresses kept new connections waiting so long that a well-behaved
+    /// client making a connection per push got almost nothing through (`bench/src/bin/abuse.rs`).
     pub header_read_timeout_at_capacity_ms: u64,
     /// Request headers (case-insensitive names) copied into each raw record. Credential headers
     /// (`authorization`, `authentication`, `cookie`, ...) are refused. Default: `content-type`,
@@ -120,7 +122,7 @@ impl Default for IngestConfig {
             max_connections_per_ip: 256,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             response_write_timeout_ms: 10_000,
-            header_read_timeout_at_capacity_ms: 1000,
+            header_read_timeout_at_capacity_ms: 100,
             selected_headers: [
                 "content-type",
                 "user-agent",
@@ -292,7 +294,7 @@ mod tests {
         assert_eq!(settings.response_write_timeout, Duration::from_secs(10));
         assert_eq!(
             settings.header_read_timeout_at_capacity,
-            Duration::from_secs(1)
+            Duration::from_millis(100)
         );
         assert!(settings
             .selected_headers

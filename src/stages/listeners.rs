@@ -29,8 +29,7 @@ impl Listeners {
         let mut tasks = Vec::new();
         let mut line = String::from("callhook listening");
         if let Some((listen, receiver)) = public {
-            let listener = TcpListener::bind(listen)
-                .await
+            let listener = bind(listen, RECEIVER_BACKLOG)
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
             tracing::info!(public_addr = %addr, sources = ?receiver.source_names(), "receiver listening");
@@ -63,6 +62,25 @@ impl Listeners {
             let _ = task.await;
         }
     }
+}
+
+/// Connections the kernel queues for the receiver before `accept` (capped by
+/// `net.core.somaxconn`). tokio's `TcpListener::bind` asks for 128: under a connection flood the
+/// queue filled and a well-behaved client's connects were dropped and retried after a second.
+/// The receiver's own limits decide who is served once accepted; the queue only has to hold
+/// the connects that arrive between two accepts.
+const RECEIVER_BACKLOG: u32 = 1024;
+
+/// Binds `addr` with `SO_REUSEADDR` (as `TcpListener::bind` does) and a listen queue of
+/// `backlog`.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

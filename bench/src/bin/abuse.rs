@@ -55,6 +55,9 @@ struct Args {
     /// unloaded baseline always runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// A config file for `callhook serve` (default: none, every default applies).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// One measured phase.
@@ -109,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     for abuse in Abuse::ALL.into_iter().filter(|abuse| args.wants(*abuse)) {
         // A fresh server per abuse: its peak RSS is this abuse's.
         let dir = work.path().join(abuse.name());
-        let server = start_callhook(&args.bin_dir, &dir)?;
+        let server = start_callhook(&args.bin_dir, args.config.as_deref(), &dir)?;
         let mut by_mode = Vec::new();
         for keep_alive in [true, false] {
             let mut rounds = Vec::new();
@@ -189,7 +192,11 @@ fn mode(keep_alive: bool) -> &'static str {
     }
 }
 
-fn start_callhook(bin_dir: &std::path::Path, work: &std::path::Path) -> anyhow::Result<Server> {
+fn start_callhook(
+    bin_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    work: &std::path::Path,
+) -> anyhow::Result<Server> {
     let binary = bin_dir.join("callhook");
     std::fs::metadata(&binary).with_context(|| format!("{} is missing", binary.display()))?;
     std::fs::create_dir_all(work)?;
@@ -199,6 +206,9 @@ fn start_callhook(bin_dir: &std::path::Path, work: &std::path::Path) -> anyhow::
         .arg("--data-dir")
         .arg(work.join("data"));
     command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
     Server::start(command, "callhook listening", &work.join("stderr.log"))
 }
 
