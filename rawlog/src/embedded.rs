@@ -36,7 +36,7 @@
 //!
 //! Consumer groups commit the next offset they will read ([`LogReader::commit`]). A record is
 //! deleted only when **every** group has committed past it **and** it is older than
-//! `retention_hours` (by `received_at`) or beyond the newest `retention_max_records` of its
+//! `retention_days` (by `received_at`; `0` days: never by age) or beyond the newest `retention_max_records` of its
 //! partition. Unconsumed records are never deleted because of age; with no consumer group,
 //! nothing is consumed and nothing is deleted. What bounds the disk when a consumer stalls is
 //! `max_unconsumed_records`: past it, appends are refused. Retention deletes a prefix of each

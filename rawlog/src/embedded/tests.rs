@@ -303,8 +303,10 @@ async fn test_committed_offsets_are_per_group_and_survive_reopen() {
 #[tokio::test]
 async fn test_retention_deletes_only_records_every_group_consumed_and_old() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open(settings(dir.path(), |config| config.retention_hours = 168)).unwrap();
+    let log = EmbeddedLog::open(settings(dir.path(), |config| {
+        config.retention_days = Some(7)
+    }))
+    .unwrap();
     let ten_days_ago = now_ms() - chrono::Duration::days(10);
     for index in 0..5 {
         append_acked(&log, "k", record_at(index, ten_days_ago)).await;
@@ -360,6 +362,23 @@ async fn test_retention_deletes_only_records_every_group_consumed_and_old() {
 }
 
 #[tokio::test]
+async fn test_retention_days_zero_keeps_consumed_records_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(settings(dir.path(), |config| {
+        config.retention_days = Some(0)
+    }))
+    .unwrap();
+    let ten_years_ago = now_ms() - chrono::Duration::days(3650);
+    for index in 0..4 {
+        append_acked(&log, "k", record_at(index, ten_years_ago)).await;
+    }
+    let reader = log.reader().unwrap();
+    reader.commit("g", 0, 4).unwrap();
+    assert_eq!(log.enforce_retention().await.unwrap(), 0);
+    assert_eq!(read_all(&reader, 0).len(), 4);
+}
+
+#[tokio::test]
 async fn test_retention_max_records_deletes_consumed_records_beyond_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(settings(dir.path(), |config| {
@@ -390,7 +409,7 @@ async fn test_retention_max_records_deletes_consumed_records_beyond_the_count() 
 async fn test_periodic_retention_runs_on_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(settings(dir.path(), |config| {
-        config.retention_hours = 0;
+        config.retention_hours = Some(0);
         config.retention_check_interval_ms = 10;
     }))
     .unwrap();

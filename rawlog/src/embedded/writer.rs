@@ -309,8 +309,14 @@ impl Writer {
     fn enforce_retention(&mut self) -> Result<u64> {
         self.last_retention = Instant::now();
         self.refresh_offsets_if_stale()?;
-        let retention_ms = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(retention_ms);
+        // No retention age: no record is old enough (the count limit still applies).
+        let cutoff_ms = match self.settings.retention {
+            Some(retention) => {
+                let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                Utc::now().timestamp_millis().saturating_sub(retention_ms)
+            }
+            None => i64::MIN,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
