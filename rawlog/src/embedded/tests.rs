@@ -17,13 +17,16 @@ use crate::{AppendError, LogAppender, Position, RawRecord, StoredRecord};
 /// A fixed instant (2024-11-14), so `record(i)` is reproducible.
 const BASE_RECEIVED_AT_MS: i64 = 1_731_542_400_000;
 
-fn settings(dir: &Path, edit: impl FnOnce(&mut EmbeddedLogConfig)) -> EmbeddedLogSettings {
+pub(super) fn settings(
+    dir: &Path,
+    edit: impl FnOnce(&mut EmbeddedLogConfig),
+) -> EmbeddedLogSettings {
     let mut config = EmbeddedLogConfig::default();
     edit(&mut config);
     config.validate(dir).unwrap()
 }
 
-fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
+pub(super) fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
     let mut body = vec![0xff, 0xfe, 0x00, 0xc3, 0x28, b'{'];
     body.extend_from_slice(index.to_string().as_bytes());
     body.extend_from_slice(&[0x80, 0x00, b'}']);
@@ -47,18 +50,18 @@ fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
     }
 }
 
-fn record(index: usize) -> RawRecord {
+pub(super) fn record(index: usize) -> RawRecord {
     record_at(
         index,
         DateTime::from_timestamp_millis(BASE_RECEIVED_AT_MS + index as i64).unwrap(),
     )
 }
 
-fn now_ms() -> DateTime<Utc> {
+pub(super) fn now_ms() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
 }
 
-fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
+pub(super) fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
     let mut records = Vec::new();
     let mut next = 0;
     loop {
@@ -72,7 +75,7 @@ fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
 }
 
 /// Appends sequentially, one acknowledged record at a time.
-async fn append_acked(log: &EmbeddedLog, key: &str, record: RawRecord) -> Position {
+pub(super) async fn append_acked(log: &EmbeddedLog, key: &str, record: RawRecord) -> Position {
     log.append(key.to_owned(), record).await.unwrap()
 }
 

@@ -162,8 +162,8 @@ pub struct KafkaLogConfig {
     pub forwarder_backoff_max_ms: u64,
     /// The local durable spool (an embedded log) that takes pushes while Kafka cannot. The
     /// defaults are those of `[log.embedded]` except `path` (`<data_dir>/spool.db`),
-    /// `retention_hours` (0: forwarded records are deleted at the next retention pass) and
-    /// `retention_check_interval_ms` (10000).
+    /// `retention_hours` (0: forwarded records are deleted at the next retention pass),
+    /// `retention_check_interval_ms` (10000) and `compact` (off: nothing stays to compact).
     #[serde(deserialize_with = "deserialize_spool")]
     pub spool: EmbeddedLogConfig,
 }
@@ -192,6 +192,8 @@ pub fn default_spool() -> EmbeddedLogConfig {
     EmbeddedLogConfig {
         retention_hours: Some(0),
         retention_check_interval_ms: 10_000,
+        // Forwarded records are deleted at the next pass: nothing stays long enough to compact.
+        compact: false,
         ..EmbeddedLogConfig::default()
     }
 }
