@@ -282,3 +282,16 @@ fn test_replay_over_a_compacted_log_equals_replay_over_the_uncompacted_one() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[test]
+fn test_to_topic_needs_kafka_mode_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args(["replay", "--to-topic", "elsewhere", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Kafka mode"), "{stderr}");
+}
