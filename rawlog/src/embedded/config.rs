@@ -91,7 +91,7 @@ pub struct EmbeddedLogConfig {
     /// How often the writer thread applies retention and compaction, in milliseconds.
     pub retention_check_interval_ms: u64,
     /// Compact consumed records: move them, `compact_chunk_records` at a time, into
-    /// zstd-compressed segments that every reader reads as before (about 11x less disk on
+    /// zstd-compressed segments that every reader reads as before (about 10x less disk on
     /// realistic pushes). Unconsumed records are never compacted.
     pub compact: bool,
     /// Records per compacted segment; a partition is compacted only by whole chunks.
