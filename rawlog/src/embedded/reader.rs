@@ -200,10 +200,11 @@ pub(crate) fn read_records(
     let mut records = Vec::new();
     let mut next = from_offset;
     if let Some(cache) = segments {
-        for meta in segment::segments_from(&snapshot, partition, from_offset)? {
+        for meta in segment::segments_from(&snapshot, partition, from_offset) {
             if records.len() >= max_records {
                 return Ok(records);
             }
+            let meta = meta?;
             let wanted = max_records - records.len();
             match cache.records(&snapshot, &meta)? {
                 Ok(decoded) => records.extend(

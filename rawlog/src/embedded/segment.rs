@@ -236,27 +236,53 @@ pub(crate) fn table_exists(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(found.is_some())
 }
 
-/// Returns the segments of `partition` from the one holding `from_offset` (or the first after
-/// it) on, in offset order.
-pub(crate) fn segments_from(
+/// Returns the segment of `partition` holding `from_offset`, or else the first one after it.
+/// Two index lookups on the primary key, however many segments the partition has.
+pub(crate) fn segment_at(
     conn: &Connection,
     partition: u32,
     from_offset: u64,
-) -> rusqlite::Result<Vec<SegmentMeta>> {
+) -> rusqlite::Result<Option<SegmentMeta>> {
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {} FROM log_segments WHERE partition_id = ?1 AND first_offset >= \
          (SELECT COALESCE(MAX(first_offset), 0) FROM log_segments \
           WHERE partition_id = ?1 AND first_offset <= ?2) \
-         ORDER BY first_offset",
+         ORDER BY first_offset LIMIT 2",
         SegmentMeta::COLUMNS
     ))?;
-    let segments = statement
+    let candidates = statement
         .query_map((partition, sql_int(from_offset)), SegmentMeta::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(segments
+    Ok(candidates
         .into_iter()
-        .filter(|segment| segment.last_offset >= from_offset)
-        .collect())
+        .find(|segment| segment.last_offset >= from_offset))
+}
+
+/// Returns the segments of `partition` from the one holding `from_offset` on, in offset
+/// order, one lookup at a time (callers stop when they have what they need).
+pub(crate) fn segments_from(
+    conn: &Connection,
+    partition: u32,
+    from_offset: u64,
+) -> impl Iterator<Item = rusqlite::Result<SegmentMeta>> + '_ {
+    let mut next = Some(from_offset);
+    std::iter::from_fn(move || {
+        let from = next?;
+        match segment_at(conn, partition, from) {
+            Ok(Some(meta)) => {
+                next = meta.last_offset.checked_add(1);
+                Some(Ok(meta))
+            }
+            Ok(None) => {
+                next = None;
+                None
+            }
+            Err(error) => {
+                next = None;
+                Some(Err(error))
+            }
+        }
+    })
 }
 
 /// A segment as the check sees it: its row, and its offsets or the reason it is damaged.
@@ -268,7 +294,8 @@ pub(crate) fn scan_partition(
     partition: u32,
 ) -> rusqlite::Result<Vec<ScannedSegment>> {
     let mut scanned = Vec::new();
-    for meta in segments_from(conn, partition, 0)? {
+    for meta in segments_from(conn, partition, 0) {
+        let meta = meta?;
         let offsets = decode(&meta, &blob(conn, &meta)?)
             .map(|rows| rows.iter().map(|row| row.offset).collect());
         scanned.push((meta, offsets));

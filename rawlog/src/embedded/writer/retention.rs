@@ -125,8 +125,8 @@ fn delete_old_segments(
         remaining: false,
         more: false,
     };
-    let segments = segment::segments_from(conn, partition, 0)?;
-    for meta in &segments {
+    for meta in segment::segments_from(conn, partition, 0) {
+        let meta = meta?;
         let old_enough = meta.newest_received_at_ms < cutoff_ms || meta.last_offset < count_end;
         if meta.last_offset >= consumed_end || !old_enough {
             outcome.remaining = true;
