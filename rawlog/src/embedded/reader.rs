@@ -206,14 +206,8 @@ pub(crate) fn read_records(
             }
             let meta = meta?;
             let wanted = max_records - records.len();
-            match cache.records(&snapshot, &meta)? {
-                Ok(decoded) => records.extend(
-                    decoded
-                        .iter()
-                        .filter(|record| record.position().offset >= next)
-                        .take(wanted)
-                        .cloned(),
-                ),
+            match cache.take(&snapshot, &meta, next, wanted)? {
+                Ok(taken) => records.extend(taken),
                 Err(reason) => records.extend(
                     (next.max(meta.first_offset)..=meta.last_offset)
                         .take(wanted)

@@ -312,24 +312,33 @@ pub(crate) fn blob(conn: &Connection, meta: &SegmentMeta) -> rusqlite::Result<Ve
     )
 }
 
-/// The records of the segment a reader decoded last, so a sequential reader that asks for
-/// fewer records than a segment holds decompresses each segment once.
+/// The records of the segment a reader decoded last, kept when a read stopped inside it, so a
+/// sequential reader that asks for fewer records than a segment holds decompresses each
+/// segment once. A read that takes a segment to its end moves its records out instead (no
+/// copy, nothing kept).
 #[derive(Default)]
 pub(crate) struct SegmentCache {
     last: Mutex<Option<(SegmentMeta, Arc<[ReadRecord]>)>>,
 }
 
 impl SegmentCache {
-    /// Returns the segment's records, decoding it unless it is the one decoded last; `Err`
-    /// with the reason when it is damaged.
-    pub(crate) fn records(
+    /// Returns up to `wanted` records of the segment from offset `from` on, decoding it unless
+    /// it is the one kept; `Err` with the reason when it is damaged.
+    pub(crate) fn take(
         &self,
         conn: &Connection,
         meta: &SegmentMeta,
-    ) -> rusqlite::Result<Result<Arc<[ReadRecord]>, String>> {
+        from: u64,
+        wanted: usize,
+    ) -> rusqlite::Result<Result<Vec<ReadRecord>, String>> {
+        let wanted_from = |records: &[ReadRecord]| {
+            let start = records.partition_point(|record| record.position().offset < from);
+            (start, (start + wanted).min(records.len()))
+        };
         if let Some((cached, records)) = lock(&self.last).as_ref() {
             if cached == meta {
-                return Ok(Ok(Arc::clone(records)));
+                let (start, end) = wanted_from(records);
+                return Ok(Ok(records[start..end].to_vec()));
             }
         }
         let blob = blob(conn, meta)?;
@@ -337,12 +346,20 @@ impl SegmentCache {
             Ok(rows) => rows,
             Err(reason) => return Ok(Err(reason)),
         };
-        let records: Arc<[ReadRecord]> = rows
+        let mut records: Vec<ReadRecord> = rows
             .into_iter()
             .map(|row| row.decode_or_keep(meta.partition))
             .collect();
-        *lock(&self.last) = Some((*meta, Arc::clone(&records)));
-        Ok(Ok(records))
+        let (start, end) = wanted_from(&records);
+        if end == records.len() {
+            records.truncate(end);
+            records.drain(..start);
+            return Ok(Ok(records));
+        }
+        let kept: Arc<[ReadRecord]> = records.into();
+        let taken = kept[start..end].to_vec();
+        *lock(&self.last) = Some((*meta, kept));
+        Ok(Ok(taken))
     }
 }
 
