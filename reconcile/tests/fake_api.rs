@@ -1,0 +1,275 @@
+//! One pass against the fake 7moor CDR API (a real hyper server on loopback): no gaps, gaps
+//! filled, paging, 7-day windows, a refused signature, the API down.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use callhook_rawlog::{AppendError, BoxFuture, LogAppender, Position, RawRecord};
+use callhook_reconcile::{PassError, ReconcileConfig, Reconciler};
+use callhook_testkit::fake_7moor::{cdr_record, Fake7moor};
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::Value;
+
+const APPKEY: &str = "2000144";
+const SECRET: &str = "test-secret-key";
+
+/// An appender that keeps what it is given.
+#[derive(Default)]
+struct Collect(Mutex<Vec<(String, RawRecord)>>);
+
+impl LogAppender for Collect {
+    fn append(
+        &self,
+        key: String,
+        record: RawRecord,
+    ) -> BoxFuture<'static, Result<Position, AppendError>> {
+        let mut records = self.0.lock().unwrap();
+        records.push((key, record));
+        let offset = records.len() as u64 - 1;
+        Box::pin(async move {
+            Ok(Position {
+                partition: 0,
+                offset,
+            })
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn reconciler(
+    base_url: &str,
+    secret: &str,
+    page_size: u32,
+    sink: &Path,
+    appender: Option<Arc<Collect>>,
+) -> Reconciler {
+    let text = format!("base_url = \"{base_url}\"\nappkey = \"{APPKEY}\"\nsecret = \"{secret}\"\npage_size = {page_size}\nrequest_timeout_ms = 5000\n");
+    let config: ReconcileConfig = toml::from_str(&text).unwrap();
+    let settings = config
+        .validate("7moor", FixedOffset::east_opt(8 * 3600).unwrap())
+        .unwrap();
+    Reconciler::new(
+        settings,
+        sink.to_owned(),
+        appender.map(|a| a as Arc<dyn LogAppender>),
+    )
+}
+
+/// A sink database holding `call.cdr` events of the given calls.
+fn sink_with(dir: &Path, calls: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("callhook.db");
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute_batch("CREATE TABLE events (source_name TEXT, subject TEXT, type TEXT)")
+        .unwrap();
+    for call in calls {
+        connection
+            .execute(
+                "INSERT INTO events VALUES ('7moor', ?1, 'call.cdr')",
+                [call],
+            )
+            .unwrap();
+    }
+    path
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn calls(fake: &Fake7moor, count: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count)
+        .map(|n| format!("4000000000000000{n:02}"))
+        .collect();
+    // 2021-03-25 19:54:44 +08:00 is 11:54:44Z.
+    fake.add_records(
+        ids.iter()
+            .enumerate()
+            .map(|(n, id)| cdr_record(id, &format!("2021-03-25 19:{:02}:44", 10 + n))),
+    );
+    ids
+}
+
+#[tokio::test]
+async fn test_no_gaps_appends_nothing() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    let ids = calls(&fake, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let known: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let sink = sink_with(dir.path(), &known);
+    let log = Arc::new(Collect::default());
+    let reconciler = reconciler(&fake.base_url(), SECRET, 1000, &sink, Some(log.clone()));
+    let report = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.checked, report.missing, report.backfilled),
+        (3, 0, 0)
+    );
+    assert!(log.0.lock().unwrap().is_empty());
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body["startTime"], "2021-03-25 19:00:00");
+    assert_eq!(seen[0].body["endTime"], "2021-03-25 20:59:59");
+}
+
+#[tokio::test]
+async fn test_gaps_are_backfilled_as_marked_cdr_pushes_across_pages() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    let ids = calls(&fake, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_with(dir.path(), &[&ids[0], &ids[3]]);
+    let log = Arc::new(Collect::default());
+    let reconciler = reconciler(&fake.base_url(), SECRET, 2, &sink, Some(log.clone()));
+    let report = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.checked,
+            report.missing,
+            report.backfilled,
+            report.requests
+        ),
+        (5, 3, 3, 3)
+    );
+    let pages: Vec<u64> = fake
+        .seen()
+        .iter()
+        .map(|s| s.body["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, [1, 2, 3]);
+    let records = log.0.lock().unwrap();
+    let keys: Vec<&str> = records.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, [&ids[1], &ids[2], &ids[4]]);
+    let (_, record) = &records[0];
+    assert_eq!(record.source, "7moor");
+    assert!(record
+        .headers
+        .contains(&("x-callhook-origin".to_owned(), "reconcile".to_owned())));
+    let body: Value = serde_json::from_slice(&record.body).unwrap();
+    assert_eq!(body["pushType"], "cdr");
+    assert_eq!(body["callUniqueId"], ids[1].as_str());
+    assert!(body.get("__v").is_none() && body.get("_id").is_none());
+}
+
+#[tokio::test]
+async fn test_dry_run_counts_without_appending() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    calls(&fake, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let reconciler = reconciler(
+        &fake.base_url(),
+        SECRET,
+        1000,
+        &dir.path().join("absent.db"),
+        None,
+    );
+    let report = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.checked, report.missing, report.backfilled),
+        (2, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn test_spans_over_seven_days_are_split() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    calls(&fake, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let reconciler = reconciler(
+        &fake.base_url(),
+        SECRET,
+        1000,
+        &dir.path().join("absent.db"),
+        None,
+    );
+    let report = reconciler
+        .run_pass(utc("2021-03-10T00:00:00Z"), utc("2021-03-30T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(report.checked, 1);
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 3, "20 days in 3 queries");
+    assert!(
+        seen.iter().all(|s| s.code == "200"),
+        "the fake refused a query over 7 days"
+    );
+}
+
+#[tokio::test]
+async fn test_a_bad_signature_is_a_clear_config_error() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    calls(&fake, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let reconciler = reconciler(
+        &fake.base_url(),
+        "wrong-secret",
+        1000,
+        &dir.path().join("absent.db"),
+        None,
+    );
+    let error = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(error.is_config(), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("50015") && text.contains("signature") && text.contains("`secret`"),
+        "{text}"
+    );
+    let metrics = String::from_utf8(
+        prometheus::TextEncoder::new()
+            .encode_to_string(&prometheus::gather())
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("callhook_reconcile_api_errors_total{reason=\"auth\",source=\"7moor\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn test_the_api_down_is_a_transient_error() {
+    let fake = Fake7moor::start(APPKEY, SECRET);
+    fake.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let reconciler = reconciler(
+        &fake.base_url(),
+        SECRET,
+        1000,
+        &dir.path().join("absent.db"),
+        None,
+    );
+    let error = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, PassError::Api(api) if api.reason() == "http_status"),
+        "{error}"
+    );
+    assert!(!error.is_config());
+    drop(fake);
+    let closed = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&closed, PassError::Api(api) if api.reason() == "unreachable"),
+        "{closed}"
+    );
+}
