@@ -4,6 +4,7 @@ mod config;
 mod dead_letters;
 mod log_check;
 mod logging;
+mod reconcile;
 mod replay;
 mod stages;
 
@@ -55,6 +56,9 @@ enum Command {
     /// The raw log's tools.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Run one reconciliation pass of a 7moor source against the 7moor v7 CDR query API:
+    /// print the CDRs checked, missing and backfilled (`--dry-run`: append nothing).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,6 +138,8 @@ fn main() -> ExitCode {
             .and_then(|settings| replay::run(args, settings)),
         Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| dead_letters::run(args, settings)),
+        Command::Reconcile(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|settings| reconcile::run(args, settings)),
         Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -19,15 +19,13 @@ pub struct KnownError {
 
 /// A read-only view of the sink's events.
 pub struct KnownCdrs {
-    connection: Option<Connection>,
+    connection: Connection,
 }
 
 impl KnownCdrs {
-    /// Opens the sink database read-only. A database that does not exist yet holds no CDR.
+    /// Opens the sink database read-only. It must exist: compared with no database, every CDR
+    /// would look missing (in Kafka mode, the database is where the normalizer runs).
     pub fn open(path: &Path) -> Result<KnownCdrs, KnownError> {
-        if !path.exists() {
-            return Ok(KnownCdrs { connection: None });
-        }
         let error = |source| KnownError {
             path: path.to_owned(),
             source,
@@ -40,18 +38,13 @@ impl KnownCdrs {
         connection
             .busy_timeout(Duration::from_secs(5))
             .map_err(error)?;
-        Ok(KnownCdrs {
-            connection: Some(connection),
-        })
+        Ok(KnownCdrs { connection })
     }
 
     /// Returns true when `source` has a `call.cdr` event of `call_id` (the subject of a call
     /// event is its call id; the `events_subject` index serves the lookup).
     pub fn has_cdr(&self, source: &str, call_id: &str) -> Result<bool, rusqlite::Error> {
-        let Some(connection) = &self.connection else {
-            return Ok(false);
-        };
-        let mut statement = connection.prepare_cached(
+        let mut statement = self.connection.prepare_cached(
             "SELECT 1 FROM events WHERE source_name = ?1 AND subject = ?2 AND type = 'call.cdr' LIMIT 1",
         )?;
         let found: Option<i64> = statement
@@ -82,7 +75,8 @@ mod tests {
     fn test_lookup_by_source_subject_and_type() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("callhook.db");
-        assert_eq!(missing(&path, "7moor", &["1".to_owned()]).unwrap(), [true]);
+        let absent = missing(&path, "7moor", &["1".to_owned()]).unwrap_err();
+        assert!(absent.to_string().contains("callhook.db"), "{absent}");
         let connection = Connection::open(&path).unwrap();
         connection
             .execute_batch(

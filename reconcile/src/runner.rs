@@ -17,7 +17,7 @@ use crate::pass::Reconciler;
 /// The first wait after a failed pass.
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs passes until `shutdown` resolves.
+/// Runs passes until `shutdown` resolves (a pass under way is abandoned).
 pub async fn run(reconciler: Arc<Reconciler>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let settings = reconciler.settings().clone();
@@ -26,11 +26,19 @@ pub async fn run(reconciler: Arc<Reconciler>, shutdown: impl Future<Output = ()>
     loop {
         let until = Utc::now() - settings.delay;
         let since = until - settings.window;
-        let pass = {
+        let mut pass = {
             let reconciler = reconciler.clone();
             tokio::spawn(async move { reconciler.run_pass(since, until).await })
         };
-        let wait = match pass.await {
+        let outcome = tokio::select! {
+            _ = &mut shutdown => {
+                // An append in flight completes or not; the next start's pass finds the rest.
+                pass.abort();
+                return;
+            }
+            outcome = &mut pass => outcome,
+        };
+        let wait = match outcome {
             Ok(Ok(report)) => {
                 reconciler.pass_succeeded();
                 backoff = FIRST_BACKOFF.min(settings.interval);

@@ -169,7 +169,7 @@ async fn test_dry_run_counts_without_appending() {
         &fake.base_url(),
         SECRET,
         1000,
-        &dir.path().join("absent.db"),
+        &sink_with(dir.path(), &[]),
         None,
     );
     let report = reconciler
@@ -191,7 +191,7 @@ async fn test_spans_over_seven_days_are_split() {
         &fake.base_url(),
         SECRET,
         1000,
-        &dir.path().join("absent.db"),
+        &sink_with(dir.path(), &[]),
         None,
     );
     let report = reconciler
@@ -216,7 +216,7 @@ async fn test_a_bad_signature_is_a_clear_config_error() {
         &fake.base_url(),
         "wrong-secret",
         1000,
-        &dir.path().join("absent.db"),
+        &sink_with(dir.path(), &[]),
         None,
     );
     let error = reconciler
@@ -251,7 +251,7 @@ async fn test_the_api_down_is_a_transient_error() {
         &fake.base_url(),
         SECRET,
         1000,
-        &dir.path().join("absent.db"),
+        &sink_with(dir.path(), &[]),
         None,
     );
     let error = reconciler
