@@ -226,6 +226,19 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             source.dialect, source.utc_offset
         );
     }
+    for (name, reconcile) in &settings.reconcile {
+        println!(
+            "source `{name}`: reconciled with {} every {} s over {} s{}",
+            reconcile.base_url,
+            reconcile.interval.as_secs(),
+            reconcile.window.num_seconds(),
+            if reconcile.enabled {
+                ""
+            } else {
+                " (periodic pass disabled)"
+            }
+        );
+    }
     println!(
         "data in {}; listening on {} (admin {})",
         settings.data_dir.display(),
