@@ -260,6 +260,31 @@ fn test_the_command_reports_and_backfills_one_span() {
     );
     assert_eq!(status, 200);
     server.wait_until_normalized();
+    // Beside the running callhook, the command refuses to append (the raw log has one writer).
+    let beside = dir.path().join("beside.toml");
+    let admin = format!("admin_listen = \"{}\"", server.admin);
+    std::fs::write(
+        &beside,
+        text.replace("admin_listen = \"127.0.0.1:1\"", &admin),
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args([
+            "reconcile",
+            "--source",
+            "7moor",
+            "--since",
+            "2026-01-01",
+            "--config",
+        ])
+        .arg(&beside)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("seems to be running"), "{stderr}");
     assert_eq!(server.terminate().code(), Some(0));
     fake.add_records(
         ["700000000000000001", "700000000000000002"]

@@ -273,3 +273,33 @@ async fn test_the_api_down_is_a_transient_error() {
         "{closed}"
     );
 }
+
+#[tokio::test]
+async fn test_a_rate_limit_answer_backs_off_and_retries() {
+    let fake = Fake7moor::start("2000199", SECRET);
+    calls(&fake, 1);
+    fake.limit_next(1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "base_url = \"{}\"\nappkey = \"2000199\"\nsecret = \"{SECRET}\"\n",
+        fake.base_url()
+    );
+    let config: ReconcileConfig = toml::from_str(&text).unwrap();
+    let settings = config
+        .validate("limited", FixedOffset::east_opt(8 * 3600).unwrap())
+        .unwrap();
+    let reconciler = Reconciler::new(settings, sink_with(dir.path(), &[]), None);
+    let started = std::time::Instant::now();
+    let report = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.requests), (1, 2));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "no back-off: {:?}",
+        started.elapsed()
+    );
+    let codes: Vec<String> = fake.seen().into_iter().map(|seen| seen.code).collect();
+    assert_eq!(codes, ["50010", "200"]);
+}

@@ -43,6 +43,7 @@ struct State {
     secret: String,
     records: Vec<Map<String, Value>>,
     down: bool,
+    limit_next: u32,
     nonces: HashSet<String>,
     seen: Vec<SeenRequest>,
 }
@@ -101,6 +102,12 @@ impl Fake7moor {
     /// Makes the fake answer HTTP 503 to everything (`true`) or work again (`false`).
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
+    }
+
+    /// Makes the fake answer the next `count` well-signed requests with code 50010 (over the
+    /// account's rate limit), as if another client of the account used it up.
+    pub fn limit_next(&self, count: u32) {
+        self.lock().limit_next = count;
     }
 
     /// Returns the requests answered so far.
@@ -226,9 +233,12 @@ async fn answer(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
                 .iter()
                 .filter(|seen| now.duration_since(seen.at) < Duration::from_secs(60))
                 .count();
-            (recent >= 20).then_some(("50010", "limit error"))
+            (recent >= 20 || state.limit_next > 0).then_some(("50010", "limit error"))
         })
         .or_else(|| check_query(&query));
+    if code.is_some_and(|(code, _)| code == "50010") {
+        state.limit_next = state.limit_next.saturating_sub(1);
+    }
     let nonce = header("m7-nonce");
     state.nonces.insert(nonce);
     let code_text = code.map(|(code, _)| code).unwrap_or("200").to_owned();
