@@ -5,11 +5,19 @@
 //! every append succeeded. A pass that fails part way appends nothing twice that matters: what
 //! it appended is mapped by the normal path, and the next pass finds it in the sink (or, if the
 //! normalizer has not reached it yet, appends it again and the dedupe key drops the copy).
+//!
+//! A reconciler remembers the calls it backfilled for [`REMEMBER_BACKFILLED`] (in memory, at
+//! most [`MAX_REMEMBERED`]) and does not append them again while they are not in the sink:
+//! a backfill waiting behind the normalizer's lag, or one the mapper dead-letters (it stays a
+//! dead letter, `callhook dead-letters`), would otherwise be appended and counted as missing
+//! again at every pass. After a restart such a call is appended once more.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use callhook_rawlog::{AppendError, LogAppender};
 use chrono::{DateTime, Utc};
@@ -27,6 +35,10 @@ use crate::windows::{split, QueryWindow};
 const RATE_LIMIT_ATTEMPTS: u32 = 5;
 /// The first wait after a rate-limit answer; doubled per attempt, at most a minute.
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a backfilled call is not appended again.
+pub const REMEMBER_BACKFILLED: Duration = Duration::from_secs(24 * 3600);
+/// The most backfilled calls remembered (about 100 bytes each).
+pub const MAX_REMEMBERED: usize = 100_000;
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +73,9 @@ pub struct PassReport {
     pub missing: u64,
     /// Missing records appended to the raw log (0 in a dry run).
     pub backfilled: u64,
+    /// Records still not in the sink that this reconciler backfilled before (not appended or
+    /// counted as missing again).
+    pub awaiting: u64,
     /// Records with no call id (neither `callUniqueId` nor `_id`): not checkable, skipped.
     pub without_call_id: u64,
     /// API requests sent (pages).
@@ -75,6 +90,7 @@ pub struct Reconciler {
     sink_path: PathBuf,
     appender: Option<Arc<dyn LogAppender>>,
     metrics: SourceMetrics,
+    backfilled: Mutex<HashMap<String, Instant>>,
 }
 
 impl Reconciler {
@@ -92,6 +108,7 @@ impl Reconciler {
             settings,
             sink_path,
             appender,
+            backfilled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,6 +125,8 @@ impl Reconciler {
     ) -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
         let mut seen = HashSet::new();
+        self.lock_backfilled()
+            .retain(|_, at| at.elapsed() < REMEMBER_BACKFILLED);
         let mut windows: VecDeque<QueryWindow> =
             split(since, until, self.settings.utc_offset).into();
         let page_size = self.settings.page_size.get();
@@ -203,6 +222,10 @@ impl Reconciler {
             if !is_missing {
                 continue;
             }
+            if self.lock_backfilled().contains_key(&id) {
+                report.awaiting += 1;
+                continue;
+            }
             report.missing += 1;
             self.metrics.missing.inc();
             let Some(appender) = &self.appender else {
@@ -210,11 +233,21 @@ impl Reconciler {
             };
             let body = push_body(record, &id);
             let raw = raw_record(&self.settings.source, &body, now_millis());
-            appender.append(id, raw).await?;
+            appender.append(id.clone(), raw).await?;
             report.backfilled += 1;
             self.metrics.backfilled.inc();
+            let mut remembered = self.lock_backfilled();
+            if remembered.len() < MAX_REMEMBERED {
+                remembered.insert(id, Instant::now());
+            }
         }
         Ok(())
+    }
+
+    fn lock_backfilled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.backfilled
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Records a complete pass in the metrics.

@@ -303,3 +303,31 @@ async fn test_a_rate_limit_answer_backs_off_and_retries() {
     let codes: Vec<String> = fake.seen().into_iter().map(|seen| seen.code).collect();
     assert_eq!(codes, ["50010", "200"]);
 }
+
+#[tokio::test]
+async fn test_a_backfill_not_yet_in_the_sink_is_not_appended_again() {
+    let fake = Fake7moor::start("2000198", SECRET);
+    calls(&fake, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_with(dir.path(), &[]);
+    let text = format!(
+        "base_url = \"{}\"\nappkey = \"2000198\"\nsecret = \"{SECRET}\"\n",
+        fake.base_url()
+    );
+    let config: ReconcileConfig = toml::from_str(&text).unwrap();
+    let settings = config
+        .validate("awaiting", FixedOffset::east_opt(8 * 3600).unwrap())
+        .unwrap();
+    let log = Arc::new(Collect::default());
+    let reconciler = Reconciler::new(settings, sink, Some(log.clone() as Arc<dyn LogAppender>));
+    let span = (utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"));
+    let first = reconciler.run_pass(span.0, span.1).await.unwrap();
+    assert_eq!((first.missing, first.backfilled, first.awaiting), (2, 2, 0));
+    // The normalizer has not mapped them yet (or dead-lettered them): no second append.
+    let second = reconciler.run_pass(span.0, span.1).await.unwrap();
+    assert_eq!(
+        (second.missing, second.backfilled, second.awaiting),
+        (0, 0, 2)
+    );
+    assert_eq!(log.0.lock().unwrap().len(), 2);
+}

@@ -112,11 +112,12 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         _ => None,
     };
     let admin = Arc::new(AdminState::new(Arc::new(readiness)));
-    let listeners = Listeners::start(public, settings.admin_listen, admin).await?;
+    // Before the listeners: their series exist (at 0) by the time `/metrics` answers.
     let reconcilers = match (command.receives(), &log) {
         (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())),
         _ => None,
     };
+    let listeners = Listeners::start(public, settings.admin_listen, admin).await?;
     tracing::info!(command = command.name(), data_dir = %settings.data_dir.display(), kafka = settings.kafka.is_some(), "callhook running");
 
     shutdown_signal().await;
