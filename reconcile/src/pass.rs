@@ -28,7 +28,7 @@ use crate::client::{ApiError, CdrClient, CdrPage};
 use crate::config::{ReconcileSettings, MAX_PAGE_SIZE};
 use crate::known::{self, KnownError};
 use crate::rate::{bucket_for, TokenBucket};
-use crate::telemetry::SourceMetrics;
+use crate::telemetry::{ApiRequestFailed, PassCompleted, SourceMetrics};
 use crate::windows::{split, QueryWindow};
 
 /// Attempts of one request that the API refused for the rate limit.
@@ -177,7 +177,11 @@ impl Reconciler {
             match result {
                 Ok(page) => return Ok(page),
                 Err(error) => {
-                    self.metrics.api_error(&error);
+                    ApiRequestFailed {
+                        metrics: &self.metrics,
+                        error: &error,
+                    }
+                    .emit();
                     let limited = matches!(error, ApiError::RateLimited(_));
                     if !limited || attempt >= RATE_LIMIT_ATTEMPTS {
                         return Err(error.into());
@@ -250,8 +254,12 @@ impl Reconciler {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Records a complete pass in the metrics.
-    pub fn pass_succeeded(&self) {
-        self.metrics.pass_succeeded();
+    /// Records a complete periodic pass (metrics and log).
+    pub fn pass_completed(&self, report: &PassReport) {
+        PassCompleted {
+            metrics: &self.metrics,
+            report,
+        }
+        .emit();
     }
 }

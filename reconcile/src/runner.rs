@@ -40,13 +40,8 @@ pub async fn run(reconciler: Arc<Reconciler>, shutdown: impl Future<Output = ()>
         };
         let wait = match outcome {
             Ok(Ok(report)) => {
-                reconciler.pass_succeeded();
+                reconciler.pass_completed(&report);
                 backoff = FIRST_BACKOFF.min(settings.interval);
-                if report.missing > 0 {
-                    tracing::warn!(source = %settings.source, checked = report.checked, missing = report.missing, backfilled = report.backfilled, "reconciliation found CDRs that never arrived by webhook");
-                } else {
-                    tracing::info!(source = %settings.source, checked = report.checked, "reconciliation pass: no gaps");
-                }
                 settings.interval
             }
             Ok(Err(error)) if error.is_config() => settings.interval,

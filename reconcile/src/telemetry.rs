@@ -17,6 +17,7 @@ use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 use crate::client::ApiError;
+use crate::pass::PassReport;
 
 struct Metrics {
     checked: IntCounterVec,
@@ -100,35 +101,71 @@ impl SourceMetrics {
             backfilled: metrics.backfilled.with_label_values(&[source]),
         }
     }
+}
 
-    /// Counts a failed request and logs it: ERROR for a refused signature (an operator must
-    /// fix the config), WARN otherwise (retried).
-    pub fn api_error(&self, error: &ApiError) {
+/// A request to the CDR API failed: counted by reason, logged at ERROR for a refused signature
+/// (an operator must fix the config), at WARN otherwise (retried).
+pub struct ApiRequestFailed<'a> {
+    /// The source's metrics.
+    pub metrics: &'a SourceMetrics,
+    /// What failed.
+    pub error: &'a ApiError,
+}
+
+impl ApiRequestFailed<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self) {
+        let source = self.metrics.source.as_str();
         metrics()
             .api_errors
-            .with_label_values(&[self.source.as_str(), error.reason()])
+            .with_label_values(&[source, self.error.reason()])
             .inc();
+        let (reason, error) = (self.error.reason(), self.error);
         match error {
             ApiError::Auth { .. } => tracing::error!(
-                source = %self.source,
-                reason = error.reason(),
-                error = %error,
+                source,
+                reason,
+                %error,
                 "reconciliation cannot query the 7moor CDR API"
             ),
-            _ => tracing::warn!(
-                source = %self.source,
-                reason = error.reason(),
-                error = %error,
-                "7moor CDR API request failed"
-            ),
+            _ => tracing::warn!(source, reason, %error, "7moor CDR API request failed"),
         }
     }
+}
 
-    /// Records the end of a complete pass.
-    pub fn pass_succeeded(&self) {
+/// A periodic pass completed: the time of the last success, and a line (WARN when it found
+/// gaps, which the webhook path lost).
+pub struct PassCompleted<'a> {
+    /// The source's metrics.
+    pub metrics: &'a SourceMetrics,
+    /// What the pass did.
+    pub report: &'a PassReport,
+}
+
+impl PassCompleted<'_> {
+    /// Logs and records it.
+    pub fn emit(&self) {
+        let source = self.metrics.source.as_str();
         metrics()
             .last_success
-            .with_label_values(&[self.source.as_str()])
+            .with_label_values(&[source])
             .set(chrono::Utc::now().timestamp());
+        let report = self.report;
+        if report.missing > 0 {
+            tracing::warn!(
+                source,
+                checked = report.checked,
+                missing = report.missing,
+                backfilled = report.backfilled,
+                "reconciliation found CDRs that never arrived by webhook"
+            );
+        } else {
+            tracing::info!(
+                source,
+                checked = report.checked,
+                awaiting = report.awaiting,
+                "reconciliation pass: no gaps"
+            );
+        }
     }
 }
