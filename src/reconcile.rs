@@ -72,7 +72,8 @@ pub fn run(args: ReconcileArgs, settings: Settings) -> anyhow::Result<()> {
             source,
             settings.sqlite.path.clone(),
             log.as_ref().map(RawLog::appender),
-        );
+        )
+        .map_err(anyhow::Error::msg)?;
         let result = reconciler.run_pass(since, until).await;
         if let Some(log) = log {
             log.close().await?;

@@ -1,8 +1,9 @@
 //! The client of `POST /openapi/v1/call/cdr/list` (seed 001, §2.13).
 //!
-//! hyper's own client (`hyper-util`'s legacy pool) rather than a new crate: callhook already
-//! builds hyper for its server, the API is one plain-HTTP JSON POST, and the whole exchange
-//! (signing headers, one body, a size-capped read) is a few lines on top of it.
+//! hyper's own HTTP/1.1 client connection ([`crate::transport`]) rather than a new HTTP client
+//! crate: callhook already builds hyper for its server, the API is one JSON POST, and the whole
+//! exchange (signing headers, one body, a size-capped read) is a few lines on top of it. TLS
+//! (`https://`) is rustls, as in the PostgreSQL sink.
 //!
 //! Request body: `startTime`, `endTime` (`yyyy-MM-dd HH:mm:ss` in the account's zone, the
 //! call's start time, at most 7 days apart), `page` (from 1), `pageSize`. Response:
@@ -15,18 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::NaiveDateTime;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
 use crate::config::ReconcileSettings;
 use crate::sign::signed_headers;
+use crate::transport::Transport;
 
 /// The API path, appended to `base_url`.
 pub const CDR_LIST_PATH: &str = "/openapi/v1/call/cdr/list";
-/// The largest response body read (a full page of 10 000 records is ~30 MB).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// The time format of the query's bounds.
 pub const QUERY_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
@@ -103,34 +101,21 @@ pub struct CdrPage {
 
 /// A signing client of one account.
 pub struct CdrClient {
-    http: Client<HttpConnector, Full<Bytes>>,
-    url: http::Uri,
+    transport: Transport,
     appkey: String,
     secret: crate::config::Secret,
     timeout: Duration,
 }
 
 impl CdrClient {
-    /// Builds the client of a reconcile section.
-    pub fn new(settings: &ReconcileSettings) -> CdrClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.request_timeout));
-        let url = format!(
-            "{}://{}{CDR_LIST_PATH}",
-            settings.base_url.scheme_str().unwrap_or("http"),
-            settings
-                .base_url
-                .authority()
-                .map(|a| a.as_str())
-                .unwrap_or_default()
-        );
-        CdrClient {
-            http: Client::builder(TokioExecutor::new()).build(connector),
-            url: url.parse().expect("validated base_url with a fixed path"),
+    /// Builds the client of a reconcile section; fails only on a TLS set-up error.
+    pub fn new(settings: &ReconcileSettings) -> Result<CdrClient, String> {
+        Ok(CdrClient {
+            transport: Transport::new(&settings.base_url)?,
             appkey: settings.appkey.clone(),
             secret: settings.secret.clone(),
             timeout: settings.request_timeout,
-        }
+        })
     }
 
     /// Fetches one page of the calls started in `[start, end]` (local times of the account).
@@ -154,7 +139,8 @@ impl CdrClient {
         );
         let request = Request::builder()
             .method(Method::POST)
-            .uri(self.url.clone())
+            .uri(CDR_LIST_PATH)
+            .header("host", self.transport.host_header())
             .header("content-type", "application/json")
             .header("m7-appkey", &headers.appkey)
             .header("m7-timestamp", &headers.timestamp)
@@ -162,37 +148,12 @@ impl CdrClient {
             .header("m7-sign", &headers.sign)
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|error| ApiError::BadResponse(format!("cannot build the request: {error}")))?;
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|error| ApiError::Unreachable(error_chain(&error)))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|error| ApiError::Unreachable(format!("reading the body: {error}")))?
-                .to_bytes();
-            Ok::<_, ApiError>((status, body))
-        };
+        let exchange = self.transport.exchange(request);
         let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ApiError::Unreachable(format!("no answer within {:?}", self.timeout)))??;
         parse_response(status, &body)
     }
-}
-
-/// Returns an error with its sources, `a: b: c` (hyper's top-level message alone says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Returns the page of a response, or the error it says.

@@ -41,7 +41,7 @@ pub struct ReconcileConfig {
     /// Whether `serve` runs the periodic pass. `callhook reconcile` runs regardless. Default true.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
-    /// Base URL of the 7moor v7 open API, `http://host[:port]` (e.g.
+    /// Base URL of the 7moor v7 open API, `http://` or `https://host[:port]` (7moor documents
     /// `http://v7openapi.7moor.com`); the path `/openapi/v1/call/cdr/list` is appended.
     pub base_url: String,
     /// The account number sent as `m7-appkey` (AK).
@@ -217,22 +217,17 @@ impl ReconcileConfig {
     }
 }
 
-/// Accepts `http://host[:port][/]`; the client speaks plain HTTP/1.1 (7moor's documented
-/// endpoint is `http://v7openapi.7moor.com`).
+/// Accepts `http://` or `https://host[:port][/]` (7moor documents `http://v7openapi.7moor.com`).
 fn parse_base_url(text: &str) -> Result<http::Uri, ReconcileConfigError> {
     let trimmed = text.trim().trim_end_matches('/');
     let uri: http::Uri = trimmed
         .parse()
         .map_err(|_| invalid("base_url", format!("`{text}` is not a URL")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(invalid(
-                "base_url",
-                "`https` is not supported yet: use the documented `http://` endpoint or a local TLS proxy",
-            ))
-        }
-        _ => return Err(invalid("base_url", format!("`{text}` is not an `http://` URL"))),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(invalid(
+            "base_url",
+            format!("`{text}` is not an `http://` or `https://` URL"),
+        ));
     }
     if uri.authority().is_none() {
         return Err(invalid("base_url", format!("`{text}` has no host")));
@@ -300,7 +295,7 @@ mod tests {
             assert!(error.contains(key), "{line}: {error}");
         }
         for (url, problem) in [
-            ("https://v7openapi.7moor.com", "https"),
+            ("ftp://v7openapi.7moor.com", "http://"),
             ("v7openapi.7moor.com", "http://"),
             ("http://h/openapi", "scheme and host"),
         ] {

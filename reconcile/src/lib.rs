@@ -12,7 +12,7 @@
 //! at most 20 requests per minute per account ([`rate`]), rate-limit answers back off.
 //!
 //! Modules: [`config`] (the table, validated without I/O), [`sign`] (`m7-sign`), [`client`]
-//! (the HTTP client and the response envelope), [`windows`], [`rate`], [`known`] (the sink
+//! (the request and the response envelope), [`transport`] (HTTP/1.1 over TCP or TLS), [`windows`], [`rate`], [`known`] (the sink
 //! lookup), [`backfill`] (query record to push), [`pass`] (one pass), [`runner`] (the periodic
 //! loop of `serve`), [`telemetry`]. The signing rule and the field mapping are in
 //! `normalizer/docs/7moor-reconcile.md`.
@@ -26,6 +26,7 @@ pub mod rate;
 pub mod runner;
 pub mod sign;
 pub mod telemetry;
+pub mod transport;
 pub mod windows;
 
 pub use config::{ReconcileConfig, ReconcileConfigError, ReconcileSettings};

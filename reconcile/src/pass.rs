@@ -95,21 +95,21 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Returns the reconciler of a source, reading `sink_path` and appending to `appender`
-    /// (`None`: a dry run, which appends nothing).
+    /// (`None`: a dry run, which appends nothing). Fails only on a TLS set-up error.
     pub fn new(
         settings: ReconcileSettings,
         sink_path: PathBuf,
         appender: Option<Arc<dyn LogAppender>>,
-    ) -> Reconciler {
-        Reconciler {
-            client: CdrClient::new(&settings),
+    ) -> Result<Reconciler, String> {
+        Ok(Reconciler {
+            client: CdrClient::new(&settings)?,
             bucket: bucket_for(&settings.appkey, settings.requests_per_minute.get()),
             metrics: SourceMetrics::for_source(&settings.source),
             settings,
             sink_path,
             appender,
             backfilled: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Returns the settings.

@@ -56,6 +56,7 @@ fn reconciler(
         sink.to_owned(),
         appender.map(|a| a as Arc<dyn LogAppender>),
     )
+    .unwrap()
 }
 
 /// A sink database holding `call.cdr` events of the given calls.
@@ -288,7 +289,7 @@ async fn test_a_rate_limit_answer_backs_off_and_retries() {
     let settings = config
         .validate("limited", FixedOffset::east_opt(8 * 3600).unwrap())
         .unwrap();
-    let reconciler = Reconciler::new(settings, sink_with(dir.path(), &[]), None);
+    let reconciler = Reconciler::new(settings, sink_with(dir.path(), &[]), None).unwrap();
     let started = std::time::Instant::now();
     let report = reconciler
         .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
@@ -319,7 +320,8 @@ async fn test_a_backfill_not_yet_in_the_sink_is_not_appended_again() {
         .validate("awaiting", FixedOffset::east_opt(8 * 3600).unwrap())
         .unwrap();
     let log = Arc::new(Collect::default());
-    let reconciler = Reconciler::new(settings, sink, Some(log.clone() as Arc<dyn LogAppender>));
+    let reconciler =
+        Reconciler::new(settings, sink, Some(log.clone() as Arc<dyn LogAppender>)).unwrap();
     let span = (utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"));
     let first = reconciler.run_pass(span.0, span.1).await.unwrap();
     assert_eq!((first.missing, first.backfilled, first.awaiting), (2, 2, 0));
@@ -330,4 +332,23 @@ async fn test_a_backfill_not_yet_in_the_sink_is_not_appended_again() {
         (0, 0, 2)
     );
     assert_eq!(log.0.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn test_https_speaks_tls_and_reports_a_failed_handshake() {
+    // The fake speaks plain HTTP: a TLS client gets no TLS answer from it.
+    let fake = Fake7moor::start("2000197", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake.base_url().replace("http://", "https://");
+    let text = format!("base_url = \"{url}\"\nappkey = \"2000197\"\nsecret = \"{SECRET}\"\nrequest_timeout_ms = 3000\n");
+    let config: ReconcileConfig = toml::from_str(&text).unwrap();
+    let settings = config
+        .validate("tls", FixedOffset::east_opt(8 * 3600).unwrap())
+        .unwrap();
+    let reconciler = Reconciler::new(settings, sink_with(dir.path(), &[]), None).unwrap();
+    let error = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("TLS handshake"), "{error}");
 }

@@ -114,7 +114,7 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     let admin = Arc::new(AdminState::new(Arc::new(readiness)));
     // Before the listeners: their series exist (at 0) by the time `/metrics` answers.
     let reconcilers = match (command.receives(), &log) {
-        (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())),
+        (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())?),
         _ => None,
     };
     let listeners = Listeners::start(public, settings.admin_listen, admin).await?;

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use callhook_rawlog::LogAppender;
 use callhook_reconcile::Reconciler;
 use tokio::sync::watch;
@@ -25,7 +26,10 @@ pub struct Reconcilers {
 
 impl Reconcilers {
     /// Starts a reconciler per enabled `[sources.<name>.reconcile]`.
-    pub fn start(settings: &Settings, appender: Arc<dyn LogAppender>) -> Reconcilers {
+    pub fn start(
+        settings: &Settings,
+        appender: Arc<dyn LogAppender>,
+    ) -> anyhow::Result<Reconcilers> {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         for source in settings.reconcile.values() {
@@ -33,11 +37,14 @@ impl Reconcilers {
                 tracing::info!(source = %source.source, "reconciliation configured but disabled");
                 continue;
             }
-            let reconciler = Arc::new(Reconciler::new(
+            let reconciler = Reconciler::new(
                 source.clone(),
                 settings.sqlite.path.clone(),
                 Some(appender.clone()),
-            ));
+            )
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot start the reconciliation of `{}`", source.source))?;
+            let reconciler = Arc::new(reconciler);
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(callhook_reconcile::runner::run(
                 reconciler,
@@ -46,7 +53,7 @@ impl Reconcilers {
                 },
             )));
         }
-        Reconcilers { stop, tasks }
+        Ok(Reconcilers { stop, tasks })
     }
 
     /// Stops every reconciler, abandoning a pass under way (an append in flight completes or
