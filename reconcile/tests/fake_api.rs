@@ -352,3 +352,61 @@ async fn test_https_speaks_tls_and_reports_a_failed_handshake() {
         .unwrap_err();
     assert!(error.to_string().contains("TLS handshake"), "{error}");
 }
+
+#[tokio::test]
+async fn test_a_window_over_ten_thousand_records_is_halved() {
+    let fake = Fake7moor::start("2000196", SECRET);
+    // 10 001 calls over two hours (the API returns at most 10 000 per query).
+    fake.add_records((0..10_001u32).map(|n| {
+        let second = n % 7200;
+        let start = format!(
+            "2021-03-25 {:02}:{:02}:{:02}",
+            19 + second / 3600,
+            second % 3600 / 60,
+            second % 60
+        );
+        cdr_record(&format!("9{n:017}"), &start)
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "base_url = \"{}\"\nappkey = \"2000196\"\nsecret = \"{SECRET}\"\npage_size = 10000\n",
+        fake.base_url()
+    );
+    let config: ReconcileConfig = toml::from_str(&text).unwrap();
+    let settings = config
+        .validate("big", FixedOffset::east_opt(8 * 3600).unwrap())
+        .unwrap();
+    let reconciler = Reconciler::new(settings, sink_with(dir.path(), &[]), None).unwrap();
+    let report = reconciler
+        .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.missing), (10_001, 10_001));
+    let windows: Vec<(String, String)> = fake
+        .seen()
+        .iter()
+        .map(|seen| {
+            (
+                seen.body["startTime"].as_str().unwrap().to_owned(),
+                seen.body["endTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            (
+                "2021-03-25 19:00:00".to_owned(),
+                "2021-03-25 20:59:59".to_owned()
+            ),
+            (
+                "2021-03-25 19:00:00".to_owned(),
+                "2021-03-25 19:59:59".to_owned()
+            ),
+            (
+                "2021-03-25 20:00:00".to_owned(),
+                "2021-03-25 20:59:59".to_owned()
+            ),
+        ]
+    );
+}
