@@ -10,8 +10,16 @@ use callhook_testkit::fake_7moor::{cdr_record, Fake7moor};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::Value;
 
-const APPKEY: &str = "2000144";
 const SECRET: &str = "test-secret-key";
+
+/// A new account per test: the process shares one request budget per account.
+fn next_appkey() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "30001{:02}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
 
 /// An appender that keeps what it is given.
 #[derive(Default)]
@@ -40,13 +48,14 @@ impl LogAppender for Collect {
 }
 
 fn reconciler(
-    base_url: &str,
+    fake: &Fake7moor,
     secret: &str,
     page_size: u32,
     sink: &Path,
     appender: Option<Arc<Collect>>,
 ) -> Reconciler {
-    let text = format!("base_url = \"{base_url}\"\nappkey = \"{APPKEY}\"\nsecret = \"{secret}\"\npage_size = {page_size}\nrequest_timeout_ms = 5000\n");
+    let (base_url, appkey) = (fake.base_url(), fake.appkey());
+    let text = format!("base_url = \"{base_url}\"\nappkey = \"{appkey}\"\nsecret = \"{secret}\"\npage_size = {page_size}\nrequest_timeout_ms = 5000\n");
     let config: ReconcileConfig = toml::from_str(&text).unwrap();
     let settings = config
         .validate("7moor", FixedOffset::east_opt(8 * 3600).unwrap())
@@ -98,13 +107,13 @@ fn calls(fake: &Fake7moor, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn test_no_gaps_appends_nothing() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     let ids = calls(&fake, 3);
     let dir = tempfile::tempdir().unwrap();
     let known: Vec<&str> = ids.iter().map(String::as_str).collect();
     let sink = sink_with(dir.path(), &known);
     let log = Arc::new(Collect::default());
-    let reconciler = reconciler(&fake.base_url(), SECRET, 1000, &sink, Some(log.clone()));
+    let reconciler = reconciler(&fake, SECRET, 1000, &sink, Some(log.clone()));
     let report = reconciler
         .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
         .await
@@ -122,12 +131,12 @@ async fn test_no_gaps_appends_nothing() {
 
 #[tokio::test]
 async fn test_gaps_are_backfilled_as_marked_cdr_pushes_across_pages() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     let ids = calls(&fake, 5);
     let dir = tempfile::tempdir().unwrap();
     let sink = sink_with(dir.path(), &[&ids[0], &ids[3]]);
     let log = Arc::new(Collect::default());
-    let reconciler = reconciler(&fake.base_url(), SECRET, 2, &sink, Some(log.clone()));
+    let reconciler = reconciler(&fake, SECRET, 2, &sink, Some(log.clone()));
     let report = reconciler
         .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
         .await
@@ -163,16 +172,10 @@ async fn test_gaps_are_backfilled_as_marked_cdr_pushes_across_pages() {
 
 #[tokio::test]
 async fn test_dry_run_counts_without_appending() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     calls(&fake, 2);
     let dir = tempfile::tempdir().unwrap();
-    let reconciler = reconciler(
-        &fake.base_url(),
-        SECRET,
-        1000,
-        &sink_with(dir.path(), &[]),
-        None,
-    );
+    let reconciler = reconciler(&fake, SECRET, 1000, &sink_with(dir.path(), &[]), None);
     let report = reconciler
         .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
         .await
@@ -185,16 +188,10 @@ async fn test_dry_run_counts_without_appending() {
 
 #[tokio::test]
 async fn test_spans_over_seven_days_are_split() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     calls(&fake, 1);
     let dir = tempfile::tempdir().unwrap();
-    let reconciler = reconciler(
-        &fake.base_url(),
-        SECRET,
-        1000,
-        &sink_with(dir.path(), &[]),
-        None,
-    );
+    let reconciler = reconciler(&fake, SECRET, 1000, &sink_with(dir.path(), &[]), None);
     let report = reconciler
         .run_pass(utc("2021-03-10T00:00:00Z"), utc("2021-03-30T00:00:00Z"))
         .await
@@ -210,11 +207,11 @@ async fn test_spans_over_seven_days_are_split() {
 
 #[tokio::test]
 async fn test_a_bad_signature_is_a_clear_config_error() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     calls(&fake, 1);
     let dir = tempfile::tempdir().unwrap();
     let reconciler = reconciler(
-        &fake.base_url(),
+        &fake,
         "wrong-secret",
         1000,
         &sink_with(dir.path(), &[]),
@@ -245,16 +242,10 @@ async fn test_a_bad_signature_is_a_clear_config_error() {
 
 #[tokio::test]
 async fn test_the_api_down_is_a_transient_error() {
-    let fake = Fake7moor::start(APPKEY, SECRET);
+    let fake = Fake7moor::start(&next_appkey(), SECRET);
     fake.set_down(true);
     let dir = tempfile::tempdir().unwrap();
-    let reconciler = reconciler(
-        &fake.base_url(),
-        SECRET,
-        1000,
-        &sink_with(dir.path(), &[]),
-        None,
-    );
+    let reconciler = reconciler(&fake, SECRET, 1000, &sink_with(dir.path(), &[]), None);
     let error = reconciler
         .run_pass(utc("2021-03-25T11:00:00Z"), utc("2021-03-25T13:00:00Z"))
         .await

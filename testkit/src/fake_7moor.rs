@@ -89,6 +89,11 @@ impl Fake7moor {
         format!("http://{}", self.addr)
     }
 
+    /// Returns the account the fake serves.
+    pub fn appkey(&self) -> String {
+        self.lock().appkey.clone()
+    }
+
     /// Adds records (the §2.13 record shape) the API returns.
     pub fn add_records(&self, records: impl IntoIterator<Item = Value>) {
         let mut state = self.lock();
