@@ -1,11 +1,13 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
+mod console;
 mod dead_letters;
 mod log_check;
 mod logging;
 mod replay;
 mod stages;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +54,9 @@ enum Command {
     /// List the dead letters, show one with its raw push, or redrive them through the current
     /// mapping.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Print, live, the canonical events (or with --raw the raw pushes) flowing through a
+    /// running callhook, read from its admin listener's `/tap`.
+    Tap(tap::client::TapArgs),
     /// The raw log's tools.
     #[command(subcommand)]
     Log(LogCommand),
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
             .and_then(|settings| replay::run(args, settings)),
         Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| dead_letters::run(args, settings)),
+        Command::Tap(args) => tap::client::run(args),
         Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
