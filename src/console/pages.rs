@@ -499,7 +499,9 @@ pub fn security_headers(headers: &mut HeaderMap) {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` the browser sends `Origin: null`
+    // on the console's own form posts, which the CSRF check must refuse.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
 }
 
 #[cfg(test)]
