@@ -57,6 +57,9 @@ enum Command {
     /// Print, live, the canonical events (or with --raw the raw pushes) flowing through a
     /// running callhook, read from its admin listener's `/tap`.
     Tap(tap::client::TapArgs),
+    /// Benchmark: render times of the console's pages against a large database.
+    #[command(hide = true)]
+    BenchConsole(console::bench::BenchArgs),
     /// The raw log's tools.
     #[command(subcommand)]
     Log(LogCommand),
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
         Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| dead_letters::run(args, settings)),
         Command::Tap(args) => tap::client::run(args),
+        Command::BenchConsole(args) => console::bench::run(args),
         Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -22,6 +22,7 @@
 //! for every event the normalizer commits (from the process's tap) and a heartbeat; the page
 //! then fetches `/api/live`, at most a few times a second.
 
+pub mod bench;
 pub mod config;
 mod pages;
 pub mod queries;
@@ -153,7 +154,8 @@ impl Console {
             "/api/live" => self.live_json().await,
             "/events" => Ok(self.events()),
             "/calls" => {
-                self.page(move |db| pages::calls_page(db, &query), &access)
+                let sources: Vec<String> = self.settings.map_sources.keys().cloned().collect();
+                self.page(move |db| pages::calls_page(db, &query, &sources), &access)
                     .await
             }
             "/call" => {

@@ -112,9 +112,13 @@ pub fn error_page(message: &str) -> String {
 }
 
 /// The Calls page: search form, one page of results, a link to the next.
-pub fn calls_page(connection: &Connection, query: &str) -> anyhow::Result<Page> {
+pub fn calls_page(
+    connection: &Connection,
+    query: &str,
+    sources: &[String],
+) -> anyhow::Result<Page> {
     let search: CallSearch = serde_urlencoded::from_str(query).unwrap_or_default();
-    let calls = queries::search_calls(connection, &search)?;
+    let calls = queries::search_calls(connection, &search, sources, chrono::Utc::now())?;
     let field = |name: &str, label: &str, value: &Option<String>, kind: &str| {
         format!(
             "<label>{label} <input type=\"{kind}\" name=\"{name}\" value=\"{}\"></label>",
@@ -129,6 +133,18 @@ pub fn calls_page(connection: &Connection, query: &str) -> anyhow::Result<Page> 
     body.push_str(&field("from", "From (UTC)", &search.from, "datetime-local"));
     body.push_str(&field("to", "To (UTC)", &search.to, "datetime-local"));
     body.push_str("<button>Search</button></form>");
+    if search
+        .number
+        .as_deref()
+        .is_some_and(|n| !n.trim().is_empty())
+        && search.from.as_deref().is_none_or(|f| f.trim().is_empty())
+    {
+        let _ = write!(
+            body,
+            "<p class=\"status\">A number search covers the last {} hours unless From is set.</p>",
+            queries::NUMBER_SEARCH_DEFAULT_HOURS
+        );
+    }
     body.push_str(&calls_table(&calls));
     if calls.len() == queries::PAGE_ROWS {
         if let Some(last) = calls.last() {

@@ -158,10 +158,17 @@ pub fn parse_form_time(text: Option<&str>) -> Option<String> {
     Some(encode_time(&naive.and_utc()))
 }
 
-/// Returns one page of calls matching `search`, newest first.
+/// How far back a number search looks when the form gives no start: numbers have no index
+/// (every fold write would pay for four), so the search scans a bounded `first_event_at` range.
+pub const NUMBER_SEARCH_DEFAULT_HOURS: i64 = 24;
+
+/// Returns one page of calls matching `search`, newest first. `sources` are the configured
+/// source names (the agent search walks `calls_agent` once per source).
 pub fn search_calls(
     connection: &Connection,
     search: &CallSearch,
+    sources: &[String],
+    now: DateTime<Utc>,
 ) -> rusqlite::Result<Vec<CallRow>> {
     let mut conditions = Vec::new();
     let mut values: Vec<String> = Vec::new();
@@ -171,25 +178,33 @@ pub fn search_calls(
     }
     if let Some(agent) = CallSearch::clean(&search.agent) {
         values.push(agent.to_owned());
+        let agent_param = values.len();
         // `calls_agent` is (source, agent_number, first_event_at): one range per source.
+        let mut placeholders = Vec::new();
+        for source in sources {
+            values.push(source.clone());
+            placeholders.push(format!("?{}", values.len()));
+        }
         conditions.push(format!(
-            "source IN (SELECT DISTINCT source FROM calls) AND agent_number = ?{}",
-            values.len()
+            "source IN ({}) AND agent_number = ?{agent_param}",
+            placeholders.join(", ")
         ));
     }
+    let mut from = parse_form_time(search.from.as_deref());
     if let Some(number) = CallSearch::clean(&search.number) {
         values.push(number.to_owned());
         let n = values.len();
         conditions.push(format!(
             "(caller = ?{n} OR callee = ?{n} OR caller_e164 = ?{n} OR callee_e164 = ?{n})"
         ));
+        from.get_or_insert_with(|| {
+            encode_time(&(now - Duration::hours(NUMBER_SEARCH_DEFAULT_HOURS)))
+        });
     }
-    for (field, operator) in [
-        (&search.from, ">="),
-        (&search.to, "<"),
-        (&search.before, "<"),
-    ] {
-        if let Some(time) = parse_form_time(field.as_deref()) {
+    let to = parse_form_time(search.to.as_deref());
+    let before = parse_form_time(search.before.as_deref());
+    for (time, operator) in [(from, ">="), (to, "<"), (before, "<")] {
+        if let Some(time) = time {
             values.push(time);
             conditions.push(format!("first_event_at {operator} ?{}", values.len()));
         }
