@@ -172,22 +172,29 @@ pub fn search_calls(
 ) -> rusqlite::Result<Vec<CallRow>> {
     let mut conditions = Vec::new();
     let mut values: Vec<String> = Vec::new();
-    if let Some(call) = CallSearch::clean(&search.call) {
-        values.push(call.to_owned());
-        conditions.push(format!("call_id = ?{}", values.len()));
-    }
-    if let Some(agent) = CallSearch::clean(&search.agent) {
-        values.push(agent.to_owned());
-        let agent_param = values.len();
-        // `calls_agent` is (source, agent_number, first_event_at): one range per source.
+    // The primary key is (source, call_id) and `calls_agent` (source, agent_number, ...): both
+    // searches name every configured source, so each is one lookup per source, with or
+    // without the statistics SQLite's skip-scan needs.
+    let source_list = |values: &mut Vec<String>| {
         let mut placeholders = Vec::new();
         for source in sources {
             values.push(source.clone());
             placeholders.push(format!("?{}", values.len()));
         }
+        placeholders.join(", ")
+    };
+    if let Some(call) = CallSearch::clean(&search.call) {
+        values.push(call.to_owned());
+        let call_param = values.len();
+        let list = source_list(&mut values);
+        conditions.push(format!("source IN ({list}) AND call_id = ?{call_param}"));
+    }
+    if let Some(agent) = CallSearch::clean(&search.agent) {
+        values.push(agent.to_owned());
+        let agent_param = values.len();
+        let list = source_list(&mut values);
         conditions.push(format!(
-            "source IN ({}) AND agent_number = ?{agent_param}",
-            placeholders.join(", ")
+            "source IN ({list}) AND agent_number = ?{agent_param}"
         ));
     }
     let mut from = parse_form_time(search.from.as_deref());
