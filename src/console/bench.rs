@@ -100,7 +100,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }),
         ),
         (
-            "calls by number (24 h)",
+            "calls by number (6 h)",
             Box::new(|| {
                 Ok(
                     pages::calls_page(&connection, &format!("number={caller}"), &sources)?

@@ -18,8 +18,10 @@ use serde::Serialize;
 /// Rows per list page.
 pub const PAGE_ROWS: usize = 50;
 /// Calls shown as in progress when their first event is at most this old (a call whose end
-/// never arrived must not stay "live" forever).
-const LIVE_WINDOW_HOURS: i64 = 12;
+/// never arrived must not stay "live" forever). The Live query scans this range of
+/// `calls_first_event_at`: with 12 hours it read ~17k rows at 1M calls a month (p99 85 ms in
+/// `bench/console.sh`), with 4 hours a third of that.
+const LIVE_WINDOW_HOURS: i64 = 4;
 /// Ended calls stay on the Live page this long.
 pub const RECENT_ENDED_MINUTES: i64 = 10;
 
@@ -159,8 +161,10 @@ pub fn parse_form_time(text: Option<&str>) -> Option<String> {
 }
 
 /// How far back a number search looks when the form gives no start: numbers have no index
-/// (every fold write would pay for four), so the search scans a bounded `first_event_at` range.
-pub const NUMBER_SEARCH_DEFAULT_HOURS: i64 = 24;
+/// (every fold write would pay for four), so the search scans a bounded `first_event_at` range,
+/// about 1 ms per 1,000 calls in it (`bench/console.sh`: 24 hours of a 1M-calls-a-month
+/// database took 28 ms at p50 but 120 ms at p99 on a loaded machine).
+pub const NUMBER_SEARCH_DEFAULT_HOURS: i64 = 6;
 
 /// Returns one page of calls matching `search`, newest first. `sources` are the configured
 /// source names (the agent search walks `calls_agent` once per source).
