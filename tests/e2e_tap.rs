@@ -1,6 +1,7 @@
 //! `callhook tap` end to end: the real binary serves on loopback, a second real binary taps its
 //! admin listener, and pushes sent over HTTP show up live, as events or as raw pushes, with the
-//! filters and the token applied; the tap ends cleanly when the server stops.
+//! filters and the token applied; the tap ends cleanly when the server stops. In Kafka mode
+//! the raw pushes are tapped on `callhook ingest` and the events on `callhook normalize`.
 
 mod common;
 
@@ -9,6 +10,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use callhook_testkit::KafkaBroker;
+use common::kafka::{create_topics, kafka_config, KafkaProcess};
 use common::Server;
 use serde_json::Value;
 
@@ -32,7 +35,11 @@ struct Tap {
 
 impl Tap {
     fn start(server: &Server, args: &[&str]) -> Tap {
-        let admin = format!("http://{}", server.admin);
+        Tap::attach(server.admin, args)
+    }
+
+    fn attach(admin: std::net::SocketAddr, args: &[&str]) -> Tap {
+        let admin = format!("http://{admin}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_callhook"))
             .args(["tap", "--admin", &admin])
             .args(args)
@@ -164,4 +171,54 @@ fn test_tap_prints_events_and_raw_pushes_live_with_filters_and_token() {
         let exit = tap.child.wait().unwrap();
         assert!(exit.success(), "{exit:?}");
     }
+}
+
+#[test]
+fn test_tap_in_kafka_mode_raw_on_ingest_and_events_on_normalize() {
+    let broker = KafkaBroker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(
+        &brokers,
+        &[
+            ("callhook.raw", 2),
+            ("callhook.events", 3),
+            ("callhook.dead_letters", 1),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = kafka_config(&brokers, 2, &config());
+    let ingest = KafkaProcess::start("ingest", "ingest", &dir.path().join("ingest"), &config);
+    let normalize = KafkaProcess::start(
+        "normalize",
+        "normalize",
+        &dir.path().join("normalize"),
+        &config,
+    );
+    let raw = Tap::attach(ingest.admin, &["--token", TAP_TOKEN, "--raw", "--json"]);
+    let events = Tap::attach(normalize.admin, &["--token", TAP_TOKEN, "--json"]);
+    let (status, _) = ingest.post(
+        "7moor",
+        Some("application/json"),
+        ring_push("kafka-call", "k1").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let pushed: Value = serde_json::from_str(&raw.next_line()).unwrap();
+    assert_eq!(pushed["kind"], "raw");
+    assert!(pushed["body"].as_str().unwrap().contains("kafka-call"));
+    // The normalizer may take a while to join its group and reach the record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = events
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("an event from the normalizer");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["event"]["data"]["call_id"] == "kafka-call" {
+            assert_eq!(event["kind"], "event");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+    assert_eq!(normalize.terminate().code(), Some(0));
+    assert_eq!(ingest.terminate().code(), Some(0));
 }
