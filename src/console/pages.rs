@@ -391,10 +391,15 @@ pub fn dead_letters_page(settings: &Settings, query: &str, csrf: &str) -> anyhow
     if let Some(reason) = &filter.reason {
         selection.push(("reason", reason));
     }
-    body.push_str(&redrive_form(
+    let bulk = redrive_form(
         csrf,
         &selection,
         "Redrive every open one matching the filter",
+    );
+    body.push_str(&bulk.replacen(
+        "<form ",
+        "<form data-confirm=\"Redrive every open dead letter matching the filter?\" ",
+        1,
     ));
     body.push_str(
         "<table><thead><tr><th>Received</th><th>Source</th><th>Reason</th><th>Detail</th>\

@@ -2,6 +2,12 @@
 // (never innerHTML): vendor strings are attacker-controlled.
 "use strict";
 
+// Forms with data-confirm (redrive of a whole filtered set) ask before they post.
+document.addEventListener("submit", function (event) {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+
 (function () {
   const live = document.getElementById("live");
   if (!live) return;
