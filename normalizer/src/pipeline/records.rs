@@ -150,6 +150,7 @@ pub fn map_record(sources: &HashMap<String, SourceContext>, stored: &StoredRecor
     // letter and the loop goes on.
     match catch_unwind(AssertUnwindSafe(|| map_for_sinks(&push, ctx))) {
         Ok(Ok((dedupe_key, events))) => SinkItem::Push {
+            raw_ref: stored.position.to_string(),
             source: record.source.clone(),
             dedupe_key,
             received_at: record.received_at,
