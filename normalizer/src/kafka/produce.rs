@@ -5,7 +5,7 @@
 //! - its offset is at or past the partition's "in topics below" mark (the group's committed
 //!   offset at assignment, advanced by every batch Kafka confirmed; see `design.md`);
 //! - for a push, its dedupe key is not earlier in the same batch, and its first event (whose
-//!   deterministic id stands for the push) is not in the SQLite sink yet: an event stored there
+//!   deterministic id stands for the push) is not in a projection sink yet: an event stored there
 //!   was produced with the batch that stored it (Kafka confirms before SQLite commits), so a
 //!   second push with that key is a vendor's re-send, dropped from the topics as it is from
 //!   SQLite.
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use callhook_sinks::kafka::KafkaDeadLetter;
 use callhook_sinks::{
-    CommitOutcome, KafkaSink, KafkaSinkError, SinkItem, SqliteSink, SqliteSinkError,
+    CommitOutcome, KafkaSink, KafkaSinkError, ProjectionSinks, SinkError, SinkItem,
 };
 use rdkafka::consumer::ConsumerGroupMetadata;
 
@@ -28,7 +28,7 @@ pub enum ProduceError {
     Kafka(#[from] KafkaSinkError),
     /// The dedupe table could not be read.
     #[error("dedupe lookup failed: {0}")]
-    Sqlite(#[from] SqliteSinkError),
+    Sqlite(#[from] SinkError),
 }
 
 impl From<ProduceError> for crate::pipeline::PipelineError {
@@ -55,7 +55,7 @@ impl ProduceError {
 /// On error the batch is aborted in the sink.
 pub fn produce_batch(
     sink: &mut KafkaSink,
-    sqlite: &SqliteSink,
+    sqlite: &mut ProjectionSinks,
     batch: &KafkaBatch,
     in_topics_below: &BTreeMap<i32, i64>,
     group: Option<&ConsumerGroupMetadata>,
@@ -70,7 +70,7 @@ pub fn produce_batch(
 
 fn send_and_commit(
     sink: &mut KafkaSink,
-    sqlite: &SqliteSink,
+    sqlite: &mut ProjectionSinks,
     batch: &KafkaBatch,
     in_topics_below: &BTreeMap<i32, i64>,
     group: Option<&ConsumerGroupMetadata>,

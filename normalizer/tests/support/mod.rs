@@ -178,7 +178,10 @@ pub fn start_with(
     let attempts = sqlite.path.with_extension("attempts");
     let normalizer = KafkaNormalizer::new(
         &consumer,
-        sqlite,
+        &callhook_sinks::ProjectionSettings {
+            sqlite: Some(sqlite.clone()),
+            postgres: None,
+        },
         Some(KafkaSink::new(sink).unwrap()),
         sources(),
         settings,

@@ -26,7 +26,7 @@ pub enum PostgresSinkError {
         supported: i64,
     },
     /// A statement (or the connection) failed; its transaction was rolled back.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Postgres(#[from] postgres::Error),
     /// A stored row cannot be read back.
     #[error("stored row in `{table}` is unreadable: {detail}")]
@@ -44,6 +44,18 @@ pub enum PostgresSinkError {
         /// The value.
         value: u64,
     },
+}
+
+/// The server's message and SQLSTATE for a database error (the client's own `Display` says
+/// only `db error`), else the client's error and its cause.
+fn describe(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
 }
 
 /// How a failure is counted (`callhook_sink_postgres_failures_total{kind}`).
