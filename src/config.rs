@@ -288,7 +288,13 @@ impl Config {
                 .kafka
                 .validate(log.client_config())
                 .context("in `[sink.kafka]`")?;
-            if [&sink.events_topic, &sink.dead_letters_topic].contains(&&log.raw_topic) {
+            if [
+                &sink.events_topic,
+                &sink.dead_letters_topic,
+                &sink.calls_topic,
+            ]
+            .contains(&&log.raw_topic)
+            {
                 bail!(
                     "`[sink.kafka]` topics must differ from the raw topic `{}`",
                     log.raw_topic

@@ -573,6 +573,31 @@ fn test_two_normalizers_on_two_hosts_share_one_postgres_exactly_once() {
         "a calls row is not the fold of its events"
     );
     assert_eq!(pg_count(&pg, "SELECT count(*) FROM dead_letters"), 0);
+    // The compacted calls topic has every call's row, as a `callhook.call.updated` CloudEvent
+    // keyed by source and call id, version 1 (one event folded).
+    let mut calls = TopicReader::new(&brokers, "callhook.calls");
+    calls.read_until(FLOW_TIMEOUT, |records| {
+        records
+            .iter()
+            .map(|r| r.key.clone())
+            .collect::<BTreeSet<_>>()
+            .len() as i64
+            == expected
+    });
+    for record in &calls.records {
+        assert!(record.key.starts_with("7moor/"), "{}", record.key);
+        assert_eq!(
+            record.header("ce_type").as_deref(),
+            Some("callhook.call.updated")
+        );
+        assert_eq!(record.header("callhook.version").as_deref(), Some("1"));
+        let row: Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(row["events_count"], 1);
+        assert_eq!(
+            format!("7moor/{}", row["call_id"].as_str().unwrap()),
+            record.key
+        );
+    }
     assert!(
         !dir.path().join("host-2").join("callhook.db").exists(),
         "the disabled SQLite sink wrote a database"

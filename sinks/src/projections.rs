@@ -19,10 +19,10 @@
 //! A sink that fails a batch fails the whole commit: the normalizer retries the batch, and
 //! the sink that took it already skips it then.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::batch::{CommitOutcome, SinkBatch};
-use crate::calls_fold::CallRow;
+use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
+use crate::calls_fold::{fold_call, CallRow, StoredCallEvent};
 use crate::metrics::SinkMetrics;
 use crate::postgres::{PostgresSink, PostgresSinkError, PostgresSinkSettings, SINK_REJECTED};
 use crate::sqlite::{SqliteSink, SqliteSinkError, SqliteSinkSettings};
@@ -192,6 +192,69 @@ impl ProjectionSinks {
             }
         }
         Ok(first.unwrap_or_default())
+    }
+
+    /// Returns the `calls` row each call touched by `batch` will have once the batch is
+    /// committed: the call's stored events (from PostgreSQL when it runs, else SQLite) and
+    /// the batch's, folded. For the compacted calls topic, produced before the commit (so
+    /// that a crash after the commit cannot lose a change; a re-read batch produces the same
+    /// rows again, with the same versions).
+    pub fn preview_calls(&mut self, batch: &SinkBatch) -> Result<Vec<CallRow>, SinkError> {
+        let mut fresh: BTreeMap<(&str, &str), Vec<StoredCallEvent>> = BTreeMap::new();
+        for item in &batch.items {
+            let SinkItem::Push { events, .. } = item else {
+                continue;
+            };
+            for sink_event in events {
+                let event = &sink_event.event;
+                let Some(call_id) = event.data.call_id.as_deref().filter(|id| !id.is_empty())
+                else {
+                    continue;
+                };
+                if event.event_type.is_agent_event() {
+                    continue;
+                }
+                fresh
+                    .entry((event.data.source_name.as_str(), call_id))
+                    .or_default()
+                    .push(StoredCallEvent {
+                        id: event.id.clone(),
+                        event_type: event.event_type,
+                        time: event.time,
+                        data: event.data.clone(),
+                    });
+            }
+        }
+        let calls: Vec<(&str, &str)> = fresh.keys().copied().collect();
+        let mut stored = match (&mut self.postgres, &self.sqlite) {
+            (Some(postgres), _) => postgres.call_events(&calls)?,
+            (None, Some(sqlite)) => {
+                let mut found = HashMap::new();
+                for (source, call_id) in &calls {
+                    found.insert(
+                        ((*source).to_owned(), (*call_id).to_owned()),
+                        sqlite.call_events(source, call_id)?,
+                    );
+                }
+                found
+            }
+            (None, None) => HashMap::new(),
+        };
+        let mut rows = Vec::with_capacity(calls.len());
+        for ((source, call_id), new_events) in fresh {
+            let mut events = stored
+                .remove(&(source.to_owned(), call_id.to_owned()))
+                .unwrap_or_default();
+            let known: HashSet<String> = events.iter().map(|event| event.id.clone()).collect();
+            let mut added: HashSet<String> = HashSet::new();
+            for event in new_events {
+                if !known.contains(&event.id) && added.insert(event.id.clone()) {
+                    events.push(event);
+                }
+            }
+            rows.extend(fold_call(source, call_id, events));
+        }
+        Ok(rows)
     }
 
     /// Makes SQLite's committed batches durable against a power loss (PostgreSQL's commits

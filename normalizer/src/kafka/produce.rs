@@ -122,6 +122,11 @@ fn send_and_commit(
             }
         }
     }
+    // Every call the batch touches gets its new row on the compacted calls topic, in the
+    // same batch (and transaction) as its events.
+    for row in sqlite.preview_calls(&batch.pending.batch)? {
+        sink.send_call(&row)?;
+    }
     let offsets = batch.next_offsets_list();
     Ok(sink.commit_batch(group.map(|group| (&offsets, group)))?)
 }

@@ -46,6 +46,7 @@ pub fn create_topics(broker: &KafkaBroker) {
             name,
             partitions,
             replication_factor: -1,
+            configs: &[],
         };
         runtime
             .block_on(ensure_topic_with(

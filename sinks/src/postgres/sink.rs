@@ -237,6 +237,19 @@ impl PostgresSink {
             .collect()
     }
 
+    /// Returns the stored events of each call `(source, call_id)` of `calls`, by call.
+    pub fn call_events(
+        &mut self,
+        calls: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Vec<crate::calls_fold::StoredCallEvent>>> {
+        let sources: Vec<&str> = calls.iter().map(|(source, _)| *source).collect();
+        let call_ids: Vec<&str> = calls.iter().map(|(_, call_id)| *call_id).collect();
+        let result = self
+            .client()
+            .and_then(|client| writes::load_call_events(client, &sources, &call_ids));
+        self.observe(result)
+    }
+
     /// Returns whether the event `id` is stored.
     pub fn contains_event(&mut self, id: &str) -> Result<bool> {
         let result = self.client().and_then(|client| {

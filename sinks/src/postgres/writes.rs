@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use callhook_schemas::{CallEventData, EventType, TimeSource};
 use chrono::{DateTime, Utc};
-use postgres::Transaction;
+use postgres::{GenericClient, Transaction};
 
 use super::error::{PostgresSinkError, Result};
 use crate::agents::{agent_update, AgentUpdate};
@@ -390,7 +390,26 @@ fn write_calls(
          ORDER BY k) AS keys",
         &[&sources, &call_ids],
     )?;
-    let rows = transaction.query(
+    let mut events = load_call_events(transaction, &sources, &call_ids)?;
+    let folded: Vec<CallRow> = touched
+        .iter()
+        .filter_map(|(source, call_id)| {
+            let stored = events.remove(&((*source).to_owned(), (*call_id).to_owned()))?;
+            fold_call(source, call_id, stored)
+        })
+        .collect();
+    let revisions = upsert_calls(transaction, &folded)?;
+    tally.calls = folded.into_iter().zip(revisions).collect();
+    Ok(())
+}
+
+/// The stored call events of the calls `(sources[i], call_ids[i])`, by call.
+pub(crate) fn load_call_events(
+    client: &mut impl GenericClient,
+    sources: &[&str],
+    call_ids: &[&str],
+) -> Result<HashMap<(String, String), Vec<StoredCallEvent>>> {
+    let rows = client.query(
         "SELECT e.source_name, e.call_id, e.id, e.type, e.time, e.data::text \
          FROM unnest($1::text[], $2::text[]) AS t(s, c) \
          JOIN events e ON e.source_name = t.s AND e.call_id = t.c AND e.subject = t.c",
@@ -423,16 +442,7 @@ fn write_calls(
                 data,
             });
     }
-    let folded: Vec<CallRow> = touched
-        .iter()
-        .filter_map(|(source, call_id)| {
-            let stored = events.remove(&((*source).to_owned(), (*call_id).to_owned()))?;
-            fold_call(source, call_id, stored)
-        })
-        .collect();
-    let revisions = upsert_calls(transaction, &folded)?;
-    tally.calls = folded.into_iter().zip(revisions).collect();
-    Ok(())
+    Ok(events)
 }
 
 /// Upserts `rows` (one statement); returns each row's new revision, in order.
