@@ -88,10 +88,35 @@ fn test_every_fixture_gives_the_same_rows_in_both_sinks() {
         .parse()
         .unwrap();
     assert!(calls > 10, "only {calls} calls");
-    // The README's example queries run against the real schema.
+    // The README's example queries and the "calls" dashboard's run against the real schema,
+    // and the dashboard's find the calls and agents.
     for query in readme_queries() {
         pg.psql(&query);
     }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/dashboards/calls.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let sql = grafana_macros(target["rawSql"].as_str().unwrap());
+            let output = pg.psql(&sql);
+            if panel["title"] != "Calls in progress" {
+                assert!(
+                    !output.trim().is_empty(),
+                    "panel {} found nothing",
+                    panel["title"]
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4);
     let (_, metrics) = server.admin_get("/metrics");
     assert!(
         common::metric_series(
@@ -102,6 +127,24 @@ fn test_every_fixture_gives_the_same_rows_in_both_sinks() {
         "no postgres rows counted"
     );
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// Expands the Grafana macros the dashboard uses, as Grafana does for an all-time range.
+fn grafana_macros(sql: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("$__timeFilter(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "$__timeFilter(".len()..];
+        let close = after.find(')').expect("macro closes");
+        out.push_str(&format!(
+            "{} BETWEEN '1970-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z'",
+            &after[..close]
+        ));
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The SQL blocks of README's PostgreSQL section.
