@@ -330,6 +330,22 @@ fn test_a_push_postgres_refuses_is_dead_lettered_and_the_rest_commits() {
     // PostgreSQL alone: SQLite off.
     let config = config_with_postgres("[sink.sqlite]\nenabled = false\n", &pg.url());
     let server = Server::start(&data, Some(&config));
+    // Every series of the PostgreSQL sink exists at 0 before any push.
+    let (_, metrics) = server.admin_get("/metrics");
+    for series in [
+        "callhook_sink_postgres_failures_total{kind=\"connection\"}",
+        "callhook_sink_postgres_failures_total{kind=\"data\"}",
+        "callhook_sink_postgres_rows_total{table=\"calls\"}",
+        "callhook_sink_dead_letters_total{reason=\"sink_rejected\",sink=\"postgres\"}",
+        "callhook_sink_dead_letters_total{reason=\"unknown_source\",sink=\"postgres\"}",
+        "callhook_sink_duplicates_total{sink=\"postgres\"}",
+    ] {
+        assert_eq!(
+            common::metric_series(&metrics, series),
+            Some(0.0),
+            "`{series}` is not exported at 0 before any push"
+        );
+    }
     for (n, name) in [(1, "Wang"), (2, "Wa\\u0000ng"), (3, "Li")] {
         let (status, _) = server.request(
             "POST",
