@@ -227,24 +227,7 @@ pub fn summarize(results: &Value, profile: &Profile) -> (Vec<Row>, Vec<Target>) 
     );
     catch_up_row(&mut rows, &results["ingest_keep_alive"]);
     kafka_rows(&mut rows, &results["ingest_keep_alive"]);
-    let normalizer = &results["normalizer"];
-    let pushes = thousands(profile.normalizer_pushes);
-    rows.push(row(
-        format!("normalizer: drain {pushes} pushes into SQLite, events/s (per CPU-second)"),
-        format!(
-            "{} ({})",
-            per_second(number(normalizer, "/drain/events_per_second")),
-            per_second(number(normalizer, "/drain/events_per_cpu_second"))
-        ),
-        String::new(),
-        String::new(),
-    ));
-    rows.push(row(
-        format!("rebuild the database from the log ({pushes} pushes)"),
-        format!("{:.1} s", number(normalizer, "/drain/seconds")),
-        String::new(),
-        String::new(),
-    ));
+    normalizer_rows(&mut rows, &results["normalizer"], profile);
     let e2e = &results["end_to_end"]["report"]["e2e"];
     rows.push(row(
         format!(
@@ -278,6 +261,48 @@ pub fn summarize(results: &Value, profile: &Profile) -> (Vec<Row>, Vec<Target>) 
         String::new(),
     ));
     (rows, targets(results, profile))
+}
+
+/// The normalizer's three figures on the same realistic raw log: mapping alone, the rebuild
+/// (`callhook replay --into`) and the live loop's drain.
+fn normalizer_rows(rows: &mut Vec<Row>, normalizer: &Value, profile: &Profile) {
+    let pushes = thousands(profile.normalizer_pushes);
+    rows.push(row(
+        format!(
+            "normalizer, realistic pushes (mean body {:.0} B): mapping alone, pushes/s (events per CPU-second)",
+            number(normalizer, "/mapping/mean_body_bytes")
+        ),
+        format!(
+            "{} ({})",
+            per_second(number(normalizer, "/mapping/records_per_second")),
+            per_second(number(normalizer, "/mapping/events_per_cpu_second"))
+        ),
+        String::new(),
+        String::new(),
+    ));
+    rows.push(row(
+        format!(
+            "rebuild the database from the log ({pushes} pushes): pushes/s, seconds (CPU-seconds)"
+        ),
+        format!(
+            "{}, {:.1} s ({:.1})",
+            per_second(number(normalizer, "/rebuild/records_per_second")),
+            number(normalizer, "/rebuild/seconds"),
+            number(normalizer, "/rebuild/cpu_seconds")
+        ),
+        String::new(),
+        String::new(),
+    ));
+    rows.push(row(
+        format!("live normalizer: drain {pushes} pushes into SQLite, pushes/s (events/s)"),
+        format!(
+            "{} ({})",
+            per_second(number(normalizer, "/drain/records_per_second")),
+            per_second(number(normalizer, "/drain/events_per_second"))
+        ),
+        String::new(),
+        String::new(),
+    ));
 }
 
 /// The largest callhook peak RSS over the ingest and end-to-end runs, in KiB.
@@ -318,7 +343,7 @@ fn memory_rows(rows: &mut Vec<Row>, results: &Value) {
     ));
     let normalizer = &results["normalizer"];
     rows.push(row(
-        "peak RSS: normalizer-bench (pre-fill + drain)".to_owned(),
+        "peak RSS: normalizer-bench (pre-fill, mapping, rebuild with its 256 MiB page cache, drain)".to_owned(),
         mebibytes(number(normalizer, "/memory/peak_rss_kib")),
         String::new(),
         String::new(),
@@ -345,7 +370,12 @@ fn targets(results: &Value, profile: &Profile) -> Vec<Target> {
     let ratio = number(keep_alive, "/ratio");
     let p99_half = number(keep_alive, "/callhook_at_half_ceiling_p99_us");
     let p99_saturated = number(keep_alive, "/callhook_p99_us");
-    let events = number(&results["normalizer"], "/drain/events_per_second");
+    let normalizer = &results["normalizer"];
+    let rebuild_rate = number(normalizer, "/rebuild/records_per_second");
+    let rebuild_seconds = number(normalizer, "/rebuild/seconds");
+    let drain_rate = number(normalizer, "/drain/records_per_second");
+    let ingest_rate = number(keep_alive, "/callhook_per_second");
+    let mapping_rate = number(normalizer, "/mapping/events_per_cpu_second");
     let e2e_p99 = number(&results["end_to_end"], "/report/e2e/ack_to_row/p99_us");
     let e2e_missing = number(&results["end_to_end"], "/report/e2e/rows_missing");
     let rss = callhook_peak_rss(results);
@@ -363,9 +393,37 @@ fn targets(results: &Value, profile: &Profile) -> Vec<Target> {
             met: Some(p99_half > 0.0 && p99_half <= 5000.0),
         },
         Target {
-            target: "normalizer ≥ 50,000 events/s into SQLite".to_owned(),
-            measured: per_second(events),
-            met: Some(events >= 50_000.0),
+            target: "rebuild from the raw log ≥ 50,000 pushes/s (realistic pushes)".to_owned(),
+            measured: per_second(rebuild_rate),
+            met: Some(rebuild_rate >= 50_000.0),
+        },
+        Target {
+            target: "a 1,000,000-push rebuild ≤ 20 s".to_owned(),
+            measured: if profile.normalizer_pushes == 1_000_000 {
+                format!("{rebuild_seconds:.1} s")
+            } else {
+                format!(
+                    "not run by this profile ({} pushes in {rebuild_seconds:.1} s)",
+                    thousands(profile.normalizer_pushes)
+                )
+            },
+            met: (profile.normalizer_pushes == 1_000_000).then_some(rebuild_seconds <= 20.0),
+        },
+        Target {
+            target: "the live normalizer drains at least the rate ingest takes (keep-alive)"
+                .to_owned(),
+            measured: format!(
+                "{} vs {} pushes/s",
+                per_second(drain_rate),
+                per_second(ingest_rate)
+            ),
+            met: Some(drain_rate >= ingest_rate && drain_rate > 0.0),
+        },
+        Target {
+            target: "mapping ≥ 150,000 events/s per core (events per CPU-second, mapping alone)"
+                .to_owned(),
+            measured: per_second(mapping_rate),
+            met: Some(mapping_rate >= 150_000.0),
         },
         Target {
             target: format!(

@@ -1,5 +1,7 @@
 //! Mapping throughput per vendor: the golden fixtures' pushes through `map_push`, reported as
-//! events/s by criterion (`cargo bench -p callhook-normalizer --bench mapping`).
+//! events/s by criterion (`cargo bench -p callhook-normalizer --bench mapping`). It allocates
+//! with mimalloc, as the `callhook` binary does: allocation is a fifth of mapping's time under
+//! glibc's malloc, so the system allocator would measure something that does not ship.
 
 use std::fs;
 use std::path::Path;
@@ -7,6 +9,9 @@ use std::path::Path;
 use callhook_normalizer::{map_push, Dialect, RawPush, SourceContext};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Case {
     method: String,

@@ -15,7 +15,8 @@ pub struct NormalizerConfig {
     pub consumer_group: String,
     /// Records read per partition per batch; one batch is one sink transaction.
     pub max_batch_records: usize,
-    /// Dedupe keys kept in the in-memory LRU in front of the sink's persistent store.
+    /// Dedupe keys kept in the in-memory LRU in front of the sink's own check (about 60 B
+    /// each). Default 50 000.
     pub dedupe_cache_keys: usize,
     /// How long the loop sleeps waiting for new records when it has caught up, in milliseconds
     /// (an append wakes it at once).
@@ -32,7 +33,7 @@ impl Default for NormalizerConfig {
         NormalizerConfig {
             consumer_group: "normalizer".to_owned(),
             max_batch_records: 1000,
-            dedupe_cache_keys: 200_000,
+            dedupe_cache_keys: 50_000,
             idle_wait_ms: 500,
             prune_interval_seconds: None,
             kafka: KafkaConsumerConfig::default(),

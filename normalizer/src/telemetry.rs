@@ -53,7 +53,7 @@ fn families() -> &'static Families {
     FAMILIES.get_or_init(|| Families {
         records: register_int_counter_vec!("callhook_normalizer_records_total", "Raw records consumed, by source and outcome (mapped, duplicate, dead_letter).", &["source", "outcome"]).expect("metric"),
         events: register_int_counter_vec!("callhook_normalizer_events_total", "Canonical events mapped, by source and type (before the sink's authoritative dedupe).", &["source", "type"]).expect("metric"),
-        duplicates: register_int_counter_vec!("callhook_normalizer_duplicates_total", "Duplicate pushes dropped, by stage: `cache` (LRU) or `store` (the sink's dedupe table).", &["stage"]).expect("metric"),
+        duplicates: register_int_counter_vec!("callhook_normalizer_duplicates_total", "Duplicate pushes dropped, by stage: `cache` (LRU) or `store` (the sink already holds the push's first event).", &["stage"]).expect("metric"),
         dead_letters: register_int_counter_vec!("callhook_normalizer_dead_letters_total", "Records dead-lettered, by source and reason.", &["source", "reason"]).expect("metric"),
         batch_seconds: register_histogram!("callhook_normalizer_batch_seconds", "Time to read, map and commit one batch.", vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]).expect("metric"),
         batch_records: register_histogram!("callhook_normalizer_batch_records", "Raw records per batch.", vec![1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]).expect("metric"),

@@ -47,6 +47,7 @@
 //! | `last_event_type` | the type of the last event in fold order |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use callhook_schemas::{CallEventData, Direction, DispositionValue, EventType, PhoneNumber};
 use chrono::{DateTime, Utc};
@@ -150,7 +151,7 @@ pub fn fold_call(source: &str, call_id: &str, events: Vec<StoredCallEvent>) -> O
 struct FoldKey {
     time: DateTime<Utc>,
     rank: u8,
-    id: String,
+    id: Arc<str>,
 }
 
 /// An event's place in the preferred order: the `call.cdr` events latest first, then every
@@ -167,7 +168,7 @@ enum PreferredKey {
 struct AuthorityKey {
     authority: u8,
     time: DateTime<Utc>,
-    id: String,
+    id: Arc<str>,
 }
 
 /// The value of the best event seen so far by some key: the least (`offer_min`) or the
@@ -276,10 +277,13 @@ impl CallFold {
             return;
         }
         self.events_count += 1;
+        // One allocation per event, shared by every key that keeps it (a cached fold holds
+        // a dozen keys, mostly of the same few events).
+        let id: Arc<str> = Arc::from(id);
         let fold = FoldKey {
             time,
             rank: type_rank(event_type),
-            id: id.to_owned(),
+            id: Arc::clone(&id),
         };
         let preferred = match event_type {
             EventType::CallCdr => PreferredKey::Cdr(std::cmp::Reverse(fold.clone())),
@@ -292,7 +296,7 @@ impl CallFold {
                 _ => 0,
             },
             time,
-            id: id.to_owned(),
+            id,
         };
         self.first.offer_min(&fold, || data.vendor.clone());
         self.last.offer_max(&fold, || event_type);

@@ -26,7 +26,7 @@ pub enum ProduceError {
     /// The Kafka sink did not confirm the batch.
     #[error(transparent)]
     Kafka(#[from] KafkaSinkError),
-    /// The dedupe table could not be read.
+    /// The SQLite sink could not be asked whether it holds a push's events.
     #[error("dedupe lookup failed: {0}")]
     Sqlite(#[from] SinkError),
 }

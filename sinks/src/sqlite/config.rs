@@ -37,9 +37,10 @@ pub struct SqliteSinkConfig {
     /// Obsolete, accepted and ignored: a re-delivered push is recognised by its events'
     /// deterministic ids, however late it comes, so there is no window any more.
     pub dedupe_window_hours: Option<u64>,
-    /// How many calls' `calls` folds are kept in memory (about 1 KB each), so that a new
-    /// event of a recent call updates its row without reading the call's events back.
-    /// Default 10 000.
+    /// How many calls' `calls` folds are kept in memory (1–4 KB each, most of it the merged
+    /// correlation keys), so that a new event of a recent call updates its row without
+    /// reading the call's events back. Default 1 000: the calls in progress at once at a busy
+    /// contact center; a call that fell out is folded again from its stored events.
     pub call_cache_calls: usize,
 }
 
@@ -50,7 +51,7 @@ impl Default for SqliteSinkConfig {
             path: None,
             busy_timeout_ms: 5_000,
             dedupe_window_hours: None,
-            call_cache_calls: 10_000,
+            call_cache_calls: 1_000,
         }
     }
 }
