@@ -5,8 +5,8 @@
 //! only between batches: a batch is committed (or abandoned) before the loop polls again, so
 //! no sink work is ever in flight while it runs. What it does:
 //!
-//! - **Assign**: reads the partitions' next offsets from the SQLite sink (through its own
-//!   connection) and assigns each partition *at* that offset, or at the partition's start when
+//! - **Assign**: reads the partitions' next offsets from the projection sinks (through
+//!   connections of its own; the smaller of SQLite's and PostgreSQL's when both run) and assigns each partition *at* that offset, or at the partition's start when
 //!   the sink has none, so no record is read from another position first. It also reads the
 //!   group's committed offsets from Kafka: every record below one of them is already in the
 //!   Kafka topics (see `design.md`), and the loop will not produce it again.
