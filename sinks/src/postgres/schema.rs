@@ -50,8 +50,9 @@ CREATE TABLE events (
     mapping_version integer
 );
 CREATE INDEX events_type_time ON events (type, time);
+-- Timelines of calls and agents, and a call's events for its fold (a call event's subject is
+-- its call id), as in the SQLite sink: no separate (source_name, call_id) index to maintain.
 CREATE INDEX events_subject ON events (source_name, subject, time);
-CREATE INDEX events_call ON events (source_name, call_id) WHERE call_id IS NOT NULL;
 
 CREATE TABLE calls (
     source          text NOT NULL,
