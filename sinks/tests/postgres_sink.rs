@@ -319,4 +319,20 @@ fn test_two_sinks_resume_from_the_smaller_offset_and_skip_what_they_hold() {
     .collect();
     assert_eq!(counts["sqlite"], "12");
     assert_eq!(counts["postgres"], "12");
+
+    // Now PostgreSQL alone takes a batch (the process died before SQLite did): the loop
+    // resumes from SQLite's smaller offset, and PostgreSQL skips what it holds.
+    let more = traffic(3)[12..].to_vec();
+    let postgres_alone = sinks
+        .postgres()
+        .unwrap()
+        .commit_batch(&batch(more.clone(), vec![(0, 18)]))
+        .unwrap();
+    assert_eq!(postgres_alone.events_inserted, 6);
+    assert_eq!(sinks.stored_offsets(CONSUMER).unwrap(), vec![(0, 12)]);
+    let replayed = sinks.commit_batch(&batch(more, vec![(0, 18)])).unwrap();
+    assert_eq!(replayed.events_inserted, 6, "sqlite takes the batch");
+    assert_eq!(server.psql("SELECT count(*) FROM events").trim(), "18");
+    assert_eq!(sinks.stored_offsets(CONSUMER).unwrap(), vec![(0, 18)]);
+    assert_same_tables(&server.url(), dir.path());
 }

@@ -370,7 +370,12 @@ impl KafkaNormalizer {
             Ok(outcome) => outcome,
             Err(error) if error.is_retryable() => {
                 self.metrics.commit_failures.inc();
-                self.loop_metrics.abandoned_sqlite_sink.inc();
+                match error {
+                    callhook_sinks::SinkError::Postgres(_) => {
+                        self.loop_metrics.abandoned_postgres_sink.inc()
+                    }
+                    _ => self.loop_metrics.abandoned_sqlite_sink.inc(),
+                }
                 self.retry_later(&batch, error.to_string());
                 return Ok(false);
             }
