@@ -104,6 +104,9 @@ struct Args {
     /// first.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// Pushes of the log the `sinks` phase maps and commits (its batches are held in memory).
+    #[arg(long, default_value_t = 100_000)]
+    sinks_pushes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| local_postgres.as_ref().map(callhook_testkit::Postgres::url));
     let sinks = on_thread("sinks", wanted("sinks"), || {
         let url = postgres_url.as_deref().unwrap_or_default();
-        sinks_compared(&log, &dir, &sources, url)
+        sinks_compared(&log, &dir, &sources, url, args.sinks_pushes)
     })?;
     let drain_both = on_thread("normalizer", wanted("drain-both"), || {
         let url = postgres_url.as_deref().unwrap_or_default();
@@ -442,17 +445,20 @@ fn sinks_compared(
     dir: &Path,
     sources: &HashMap<String, SourceContext>,
     url: &str,
+    pushes: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let batch_records = NormalizerConfig::default().max_batch_records;
+    let mut taken = 0;
     let snapshot = LogSnapshot::open(&log.settings().path)?;
     let mut batches = Vec::new();
     let mut events = 0u64;
     for partition in 0..snapshot.partitions() {
         let (mut next, end) = snapshot.bounds(partition)?;
-        while next < end {
+        while next < end && taken < pushes {
             let chunk = snapshot.read_each(partition, next, batch_records)?;
             let Some(last) = chunk.last() else { break };
             next = last.position().offset + 1;
+            taken += chunk.len();
             let mut items = Vec::with_capacity(chunk.len());
             for record in &chunk {
                 if let ReadRecord::Decoded(stored) = record {
@@ -495,6 +501,7 @@ fn sinks_compared(
         .unwrap_or(0.0)
         / sqlite_figures["events_per_second"].as_f64().unwrap_or(1.0);
     Ok(json!({
+        "pushes": taken,
         "batches": batches.len(),
         "events": events,
         "sqlite": sqlite_figures,
