@@ -282,6 +282,30 @@ impl ProjectionSinks {
         Ok(false)
     }
 
+    /// Returns which of the event `ids` any sink stores (for the first events of a batch's
+    /// pushes: which pushes were stored, and so produced to Kafka, before).
+    pub fn stored_events(&mut self, ids: &[&str]) -> Result<HashSet<String>, SinkError> {
+        let mut found = HashSet::new();
+        if let Some(sqlite) = &self.sqlite {
+            for id in ids {
+                if sqlite.contains_event(id)? {
+                    found.insert((*id).to_owned());
+                }
+            }
+        }
+        if let Some(postgres) = &mut self.postgres {
+            let missing: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !found.contains(*id))
+                .collect();
+            if !missing.is_empty() {
+                found.extend(postgres.stored_events(&missing)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Exports the dead letters each sink holds (`callhook_sink_dead_letters_held`).
     pub fn refresh_dead_letters_held(&mut self) -> Result<(), SinkError> {
         if let Some(sqlite) = &self.sqlite {

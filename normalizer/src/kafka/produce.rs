@@ -76,6 +76,19 @@ fn send_and_commit(
     group: Option<&ConsumerGroupMetadata>,
 ) -> Result<CommitOutcome, ProduceError> {
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    // Which pushes' first events a projection sink holds, looked up for the whole batch at
+    // once (one statement for PostgreSQL, not a round trip per push).
+    let first_ids: Vec<&str> = batch
+        .pending
+        .batch
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            SinkItem::Push { events, .. } => events.first().map(|first| first.event.id.as_str()),
+            SinkItem::DeadLetter { .. } => None,
+        })
+        .collect();
+    let stored_first = sqlite.stored_events(&first_ids)?;
     for consumed in &batch.records {
         let Some(index) = consumed.item else { continue };
         let position = consumed.stored.position;
@@ -94,10 +107,9 @@ fn send_and_commit(
                 events,
                 ..
             } => {
-                let stored = match events.first() {
-                    Some(first) => sqlite.contains_event(&first.event.id)?,
-                    None => false,
-                };
+                let stored = events
+                    .first()
+                    .is_some_and(|first| stored_first.contains(first.event.id.as_str()));
                 if !seen.insert((source, dedupe_key)) || stored {
                     sink.skip_duplicate();
                     continue;

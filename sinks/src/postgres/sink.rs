@@ -250,6 +250,18 @@ impl PostgresSink {
         self.observe(result)
     }
 
+    /// Returns which of the event `ids` are stored (one statement).
+    pub fn stored_events(&mut self, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let result = self.client().and_then(|client| {
+            Ok(client
+                .query("SELECT id FROM events WHERE id = ANY($1)", &[&ids])?
+                .iter()
+                .map(|row| row.get(0))
+                .collect())
+        });
+        self.observe(result)
+    }
+
     /// Returns whether the event `id` is stored.
     pub fn contains_event(&mut self, id: &str) -> Result<bool> {
         let result = self.client().and_then(|client| {
