@@ -39,11 +39,11 @@ pub struct ProjectionSettings {
 /// Why a projection sink failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// The SQLite sink.
-    #[error("sqlite sink: {0}")]
+    /// The SQLite sink (its messages start with `sqlite`).
+    #[error(transparent)]
     Sqlite(#[from] SqliteSinkError),
-    /// The PostgreSQL sink.
-    #[error("postgres sink: {0}")]
+    /// The PostgreSQL sink (its messages start with `postgres`).
+    #[error(transparent)]
     Postgres(#[from] PostgresSinkError),
     /// Neither sink is configured.
     #[error("no projection sink is configured")]

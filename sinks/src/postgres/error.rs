@@ -25,9 +25,10 @@ pub enum PostgresSinkError {
         /// The newest version this build migrates to.
         supported: i64,
     },
-    /// A statement (or the connection) failed; its transaction was rolled back.
+    /// A statement (or the connection) failed; its transaction was rolled back. The message
+    /// already carries the client error's cause, so it is not chained as a source again.
     #[error("postgres: {}", describe(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     /// A stored row cannot be read back.
     #[error("stored row in `{table}` is unreadable: {detail}")]
     CorruptRow {
@@ -44,6 +45,12 @@ pub enum PostgresSinkError {
         /// The value.
         value: u64,
     },
+}
+
+impl From<postgres::Error> for PostgresSinkError {
+    fn from(error: postgres::Error) -> Self {
+        PostgresSinkError::Postgres(error)
+    }
 }
 
 /// The server's message and SQLSTATE for a database error (the client's own `Display` says
