@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use callhook_normalizer::pipeline::records::map_record;
 use callhook_rawlog::embedded::{LogSnapshot, ReadRecord};
-use callhook_rawlog::Position;
+use callhook_rawlog::{header_value_bytes, Position};
 use callhook_sinks::sqlite::dead_letters::{DeadLetterFilter, RedriveOutcome, StoredDeadLetter};
 use callhook_sinks::SqliteSink;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -241,10 +241,18 @@ fn show(letter: &StoredDeadLetter, record: Option<&ReadRecord>) -> String {
     let _ = writeln!(out, "source       {}", letter.source);
     let _ = writeln!(out, "reason       {}", letter.reason);
     let _ = writeln!(out, "detail       {}", escape(letter.detail.as_bytes()));
-    let _ = writeln!(out, "received_at  {}", letter.received_at.to_rfc3339());
+    let _ = writeln!(
+        out,
+        "received_at  {}",
+        callhook_schemas::canonical_time(&letter.received_at)
+    );
     match (&letter.resolved_at, &letter.resolution) {
         (Some(at), Some(how)) => {
-            let _ = writeln!(out, "state        resolved by {how} at {}", at.to_rfc3339());
+            let _ = writeln!(
+                out,
+                "state        resolved by {how} at {}",
+                callhook_schemas::canonical_time(at)
+            );
         }
         _ => out.push_str("state        open\n"),
     }
@@ -265,14 +273,18 @@ fn show(letter: &StoredDeadLetter, record: Option<&ReadRecord>) -> String {
             );
             let stored_content_type = raw.headers.iter().any(|(name, _)| name == "content-type");
             if let Some(content_type) = raw.content_type.as_ref().filter(|_| !stored_content_type) {
-                let _ = writeln!(out, "content-type: {}", escape(content_type.as_bytes()));
+                let _ = writeln!(
+                    out,
+                    "content-type: {}",
+                    escape(&header_value_bytes(content_type))
+                );
             }
             for (name, value) in &raw.headers {
                 let _ = writeln!(
                     out,
                     "{}: {}",
                     escape(name.as_bytes()),
-                    escape(value.as_bytes())
+                    escape(&header_value_bytes(value))
                 );
             }
             let _ = writeln!(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use callhook_rawlog::RawRecord;
+use callhook_rawlog::{header_value_text, RawRecord};
 use chrono::{DateTime, Utc};
 use http::request::Parts;
 use http::HeaderName;
@@ -34,7 +34,7 @@ pub(crate) fn build_record(parts: &Parts, body: Bytes, meta: &RecordMeta<'_>) ->
     let content_type = parts
         .headers
         .get(http::header::CONTENT_TYPE)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        .map(|value| header_value_text(value.as_bytes()));
     RawRecord {
         source: meta.source.to_owned(),
         received_at: meta.received_at,
@@ -48,16 +48,18 @@ pub(crate) fn build_record(parts: &Parts, body: Bytes, meta: &RecordMeta<'_>) ->
     }
 }
 
-/// Returns the allowlisted headers in arrival order (values lossily decoded as UTF-8; header
-/// values are ASCII in practice, and the body is what must stay exact).
+/// Returns the allowlisted headers in arrival order, each value exact: UTF-8 as is, other
+/// bytes (a PBX that sends GBK in a header) base64 with a marker ([`header_value_text`]).
 fn selected_headers(parts: &Parts, allowlist: &[HeaderName]) -> Vec<(String, String)> {
     parts
         .headers
         .iter()
         .filter(|(name, _)| allowlist.contains(name))
         .map(|(name, value)| {
-            let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), text)
+            (
+                name.as_str().to_owned(),
+                header_value_text(value.as_bytes()),
+            )
         })
         .collect()
 }
@@ -128,5 +130,36 @@ mod tests {
             ]
         );
         assert_eq!(record.received_at.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+
+    #[test]
+    fn test_header_bytes_that_are_not_utf8_are_kept_exactly() {
+        let gbk_name = http::HeaderValue::from_bytes(b"\xd5\xc5\xc8\xfd").unwrap();
+        let request = http::Request::post("/hooks/coocenter")
+            .header("Content-Type", "text/plain; charset=gbk")
+            .header("User-Agent", gbk_name)
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let selected = [HeaderName::from_static("user-agent")];
+        let meta = RecordMeta {
+            source: "coocenter",
+            peer: "127.0.0.1:9".parse().unwrap(),
+            request_id: "00000000000000ff",
+            received_at: now_millis(),
+            selected_headers: &selected,
+            secret_query_param: None,
+        };
+        let record = build_record(&parts, Bytes::new(), &meta);
+        let (name, value) = &record.headers[0];
+        assert_eq!(name, "user-agent");
+        assert_eq!(
+            callhook_rawlog::header_value_bytes(value).as_ref(),
+            b"\xd5\xc5\xc8\xfd"
+        );
+        assert_eq!(
+            record.content_type.as_deref(),
+            Some("text/plain; charset=gbk")
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 use callhook_schemas::{CallEventData, CloudEvent, EventType, TimeSource, DATA_SCHEMA_URI};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -77,7 +78,7 @@ fn finish_one(
     CloudEvent {
         id: event_id(&ctx.name, dedupe_key, ordinal),
         specversion: "1.0".to_owned(),
-        source: format!("{}/{}", data.vendor, account),
+        source: event_source(&data.vendor, &account),
         subject,
         event_type: draft.event_type,
         time,
@@ -87,6 +88,33 @@ fn finish_one(
         mappingversion: Some(crate::mapping::mapping_version()),
         data,
     }
+}
+
+/// What an account id keeps of itself in a URI path segment: RFC 3986's `pchar` minus `%`
+/// (so an id that holds `%` is not read back as an escape). Everything else, space, `#`,
+/// `?`, `/`, non-ASCII, is percent-encoded as UTF-8.
+const SOURCE_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// The CloudEvents `source`: `<vendor>/<account>`, a valid URI-reference whatever the account
+/// id holds (`7moor/acme%20sales%231`).
+pub fn event_source(vendor: &str, account: &str) -> String {
+    format!("{vendor}/{}", utf8_percent_encode(account, SOURCE_SEGMENT))
 }
 
 /// Call events are keyed by call id, agent events by `agent/<number>`; with neither, the push.
@@ -179,6 +207,20 @@ pub fn receive_bucket(received_at: DateTime<Utc>) -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn test_event_source_is_a_uri_reference_whatever_the_account_holds() {
+        assert_eq!(event_source("7moor", "20000153"), "7moor/20000153");
+        assert_eq!(
+            event_source("7moor", "acme sales#1/é%?x"),
+            "7moor/acme%20sales%231%2F%C3%A9%25%3Fx"
+        );
+        // Characters a path segment allows stay as sent.
+        assert_eq!(
+            event_source("uincall", "a-b_c.d~e:f@g!$&'()*+,;="),
+            "uincall/a-b_c.d~e:f@g!$&'()*+,;="
+        );
+    }
 
     #[test]
     fn test_event_id_is_stable_and_distinct() {

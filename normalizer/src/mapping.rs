@@ -8,8 +8,10 @@ use crate::vendors;
 
 /// The version of the mapping: raised whenever what some push maps to changes (a fix, a new
 /// field), and recorded on every event (`mappingversion`). 1 is the mapping before the
-/// attribute existed; 2 adds the parser bounds, exact decimals and declared charsets.
-pub const MAPPING_VERSION: u32 = 2;
+/// attribute existed; 2 adds the parser bounds, exact decimals and declared charsets; 3
+/// percent-encodes account ids in `source` (a valid URI-reference whatever they hold) and spells
+/// every time with nine fractional digits (`callhook_schemas::time`).
+pub const MAPPING_VERSION: u32 = 3;
 
 /// Returns the mapping version in force: [`MAPPING_VERSION`], or the test-only variant's
 /// (see `crate::failpoints::MAPPING_VARIANT`).

@@ -276,7 +276,7 @@ fn test_numbers_keep_the_exact_decimal_sent() {
     let body = r#"{"eventUniqueId":"e1","accountId":"1","callUniqueId":"c1","pushType":"dialoutRing","customerNumber":"17319132391","statusTime":1620455977.123456,"callEvent":"ring","callType":"dialout","agentNumber":"20001","fee":0.30000000000000004000001,"big":123456789012345678901234567890}"#;
     let events = map(Dialect::SevenMoor, &push(None, None, body.as_bytes())).unwrap();
     let event = &events[0];
-    assert_eq!(event["time"], "2021-05-08T06:39:37.123456Z", "{event}");
+    assert_eq!(event["time"], "2021-05-08T06:39:37.123456000Z", "{event}");
     let text = serde_json::to_string(&event["data"]["vendor_fields"]).unwrap();
     assert!(text.contains("0.30000000000000004000001"), "{text}");
     assert!(text.contains("123456789012345678901234567890"), "{text}");

@@ -21,7 +21,7 @@ pub mod record;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use record::{Position, RawRecord, StoredRecord};
+pub use record::{header_value_bytes, header_value_text, Position, RawRecord, StoredRecord};
 
 /// A boxed future returned by the object-safe log traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -22,7 +22,8 @@ pub struct CloudEvent {
     /// One of the closed vocabulary in [`EventType`].
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// When it happened, UTC RFC 3339.
+    /// When it happened, UTC RFC 3339, spelled canonically ([`crate::time`]).
+    #[serde(serialize_with = "crate::time::serialize")]
     pub time: DateTime<Utc>,
     /// Whether `time` came from the vendor's payload or is the receive time (CloudEvents extension).
     pub timesource: TimeSource,
@@ -170,16 +171,32 @@ pub struct CallEventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hangup_cause: Option<String>,
     /// When the call started (entered the system / dialing began).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When the called side started ringing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
     pub ringing_at: Option<DateTime<Utc>>,
     /// When the call was answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
     pub answered_at: Option<DateTime<Utc>>,
     /// When the call ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
     pub ended_at: Option<DateTime<Utc>>,
     /// Seconds spent ringing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

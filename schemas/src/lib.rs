@@ -8,9 +8,11 @@
 //! removed, renamed or retyped, and closed enums only grow.
 
 mod event;
+pub mod time;
 mod values;
 
 pub use event::{CallEventData, CloudEvent, EventType, TimeSource};
+pub use time::canonical_time;
 pub use values::{
     Agent, AgentState, AgentStatus, Direction, Disposition, DispositionValue, HangupSide,
     HangupSideValue, NumberKind, PhoneNumber, Queue,

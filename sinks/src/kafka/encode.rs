@@ -3,7 +3,7 @@
 //! **Events** follow the CloudEvents 1.0 Kafka protocol binding, *binary* content mode:
 //! key = the event's `subject` (the vendor-scoped call id, or `agent/<number>`), so every event
 //! of one call lands on one partition, in order; value = the `data` JSON; headers
-//! `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_subject`, `ce_time` (RFC 3339, UTC),
+//! `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_subject`, `ce_time` (RFC 3339 UTC, spelled as everywhere: `callhook_schemas::time`),
 //! `ce_dataschema`, the extension `ce_timesource` (`vendor` or `received`), and `content-type`
 //! (the event's `datacontenttype`, `application/json`).
 //!
@@ -16,8 +16,7 @@
 
 use callhook_rawlog::kafka_codec;
 use callhook_rawlog::RawRecord;
-use callhook_schemas::TimeSource;
-use chrono::SecondsFormat;
+use callhook_schemas::{canonical_time, TimeSource};
 
 use super::error::Result;
 use crate::batch::SinkEvent;
@@ -156,7 +155,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
         TimeSource::Vendor => "vendor",
         TimeSource::Received => "received",
     };
-    let time = event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let time = canonical_time(&event.time);
     let mapping_version = event.mappingversion.map(|version| version.to_string());
     let headers = [
         (header::CE_SPECVERSION, event.specversion.as_str()),
@@ -249,7 +248,10 @@ mod tests {
         assert_eq!(header(&record, "ce_id"), Some(event.id.as_str()));
         assert_eq!(header(&record, "ce_type"), Some("call.ringing"));
         assert_eq!(header(&record, "ce_subject"), Some("403344537650466816"));
-        assert_eq!(header(&record, "ce_time"), Some("2021-05-08T06:39:37Z"));
+        assert_eq!(
+            header(&record, "ce_time"),
+            Some("2021-05-08T06:39:37.000000000Z")
+        );
         assert_eq!(header(&record, "ce_timesource"), Some("vendor"));
         assert_eq!(header(&record, "content-type"), Some("application/json"));
         let data: serde_json::Value = serde_json::from_slice(&record.value).unwrap();

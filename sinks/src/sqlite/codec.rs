@@ -1,17 +1,18 @@
 //! How values are written as SQLite text and integers.
 //!
-//! Times are stored as fixed-width RFC 3339 UTC text with nanoseconds
-//! (`2024-05-01T02:03:04.500000000Z`): lossless, readable by SQLite's date functions, and
-//! ordered the same as text and as time, which the `agents` row-value comparison relies on.
+//! Times are stored in callhook's one spelling ([`callhook_schemas::time`]): fixed-width
+//! RFC 3339 UTC text with nanoseconds (`2024-05-01T02:03:04.500000000Z`), the same as in the
+//! events' `data` JSON and Kafka's `ce_time`: lossless, readable by SQLite's date functions,
+//! and ordered the same as text and as time, which the `agents` row-value comparison relies on.
 
-use callhook_schemas::EventType;
-use chrono::{DateTime, SecondsFormat, Utc};
+use callhook_schemas::{canonical_time, EventType};
+use chrono::{DateTime, Utc};
 
 use super::error::{Result, SqliteSinkError};
 
 /// Returns `time` as fixed-width RFC 3339 UTC text.
 pub(crate) fn encode_time(time: &DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Nanos, true)
+    canonical_time(time)
 }
 
 /// Parses a time written by [`encode_time`] (any RFC 3339 time is accepted).
