@@ -63,7 +63,7 @@ pub const CALL_UPDATED_TYPE: &str = "callhook.call.updated";
 /// CloudEvents headers with type [`CALL_UPDATED_TYPE`] and the version header.
 pub fn encode_call(row: &CallRow) -> EncodedRecord {
     let time = |value: &Option<chrono::DateTime<chrono::Utc>>| {
-        value.map(|time| time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        value.map(|time| callhook_schemas::time::canonical_time(&time))
     };
     let value = serde_json::json!({
         "source": row.source,
@@ -94,9 +94,7 @@ pub fn encode_call(row: &CallRow) -> EncodedRecord {
         "last_event_at": time(&Some(row.last_event_at)),
     });
     let version = row.events_count.to_string();
-    let last = row
-        .last_event_at
-        .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let last = callhook_schemas::time::canonical_time(&row.last_event_at);
     let headers = [
         (header::CE_SPECVERSION, "1.0".to_owned()),
         (
