@@ -109,12 +109,6 @@ impl ProjectionSinks {
         self.postgres.as_mut()
     }
 
-    /// Returns the `calls` rows the PostgreSQL sink wrote in the last batch (with their new
-    /// revisions); empty without it.
-    pub fn last_calls(&self) -> &[(CallRow, i64)] {
-        self.postgres.as_ref().map_or(&[], PostgresSink::last_calls)
-    }
-
     /// Creates the dead-letter series of `reasons` at 0 for every sink (PostgreSQL also
     /// gets its own `sink_rejected`).
     pub fn create_dead_letter_series<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {

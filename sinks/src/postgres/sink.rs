@@ -13,7 +13,6 @@ use super::metrics::PostgresSinkMetrics;
 use super::schema;
 use super::writes::{self, Tally};
 use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
-use crate::calls_fold::CallRow;
 use crate::metrics::{BatchCommitted, SinkMetrics};
 
 /// The `sink` label of this sink's metrics.
@@ -30,9 +29,6 @@ pub struct PostgresSink {
     tls: MakeRustlsConnect,
     client: Option<Client>,
     metrics: PostgresSinkMetrics,
-    /// The `calls` rows the last commit wrote, with their revisions (the compacted calls
-    /// topic's input).
-    last_calls: Vec<(CallRow, i64)>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -54,7 +50,6 @@ impl PostgresSink {
             tls,
             client: None,
             metrics: PostgresSinkMetrics::new(METRIC_LABEL),
-            last_calls: Vec::new(),
         };
         let found = {
             let client = sink.client()?;
@@ -101,11 +96,6 @@ impl PostgresSink {
         self.metrics.sink()
     }
 
-    /// Returns the `calls` rows the last committed batch wrote, with their new revisions.
-    pub fn last_calls(&self) -> &[(CallRow, i64)] {
-        &self.last_calls
-    }
-
     /// Commits a whole batch in one transaction and returns what it did: the events, the
     /// agents and `calls` rows they change, the dead letters and the consumer's offsets.
     /// A batch whose offsets are stored already writes nothing. A push PostgreSQL refuses
@@ -141,7 +131,6 @@ impl PostgresSink {
             }
         };
         let Some(tally) = tally else {
-            self.last_calls.clear();
             return Ok(CommitOutcome::default());
         };
         let dead_letters_by_reason = tally
@@ -157,7 +146,6 @@ impl PostgresSink {
         };
         committed.emit(self.metrics.sink());
         self.metrics.rows(&tally);
-        self.last_calls = tally.calls;
         Ok(committed.outcome)
     }
 
