@@ -364,9 +364,27 @@ mod tests {
         assert!(nested.contains("timezone"), "{nested}");
         let deep = format!(
             "{:#}",
-            Config::parse("[log.embedded]\nretention_days = 3").unwrap_err()
+            Config::parse("[log.embedded]\nretention_dayz = 3").unwrap_err()
         );
-        assert!(deep.contains("retention_days"), "{deep}");
+        assert!(deep.contains("retention_dayz"), "{deep}");
+    }
+
+    #[test]
+    fn test_raw_log_retention_is_in_days_with_an_hours_override() {
+        let default = Config::default().validate().unwrap();
+        assert_eq!(
+            default.log.retention,
+            Some(std::time::Duration::from_secs(30 * 24 * 3600))
+        );
+        let forever = Config::parse("[log.embedded]\nretention_days = 0").unwrap();
+        assert_eq!(forever.validate().unwrap().log.retention, None);
+        let both =
+            Config::parse("[log.embedded]\nretention_days = 7\nretention_hours = 1").unwrap();
+        let error = format!("{:#}", both.validate().err().unwrap());
+        assert!(
+            error.contains("retention_days") && error.contains("retention_hours"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod dead_letters;
 mod log_check;
 mod logging;
 mod replay;
+mod replay_kafka;
 mod stages;
 
 use std::net::SocketAddr;
@@ -47,7 +48,8 @@ enum Command {
     /// Send simulated vendor call flows to a receiver, or verify a database against a ledger.
     Simulate(callhook_simulator::SimulateArgs),
     /// Replay the raw log through the current mapping: into a new database (--into), as a
-    /// diff against the live one (--dry-run), or applied to it (--in-place).
+    /// diff against the live one (--dry-run), or applied to it (--in-place); in Kafka mode,
+    /// re-produce the events to a topic (--to-topic, default the events topic).
     Replay(replay::ReplayArgs),
     /// List the dead letters, show one with its raw push, or redrive them through the current
     /// mapping.

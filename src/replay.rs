@@ -63,22 +63,29 @@ pub struct ReplayArgs {
     /// Only the events of this call id.
     #[arg(long = "call", value_name = "CALL_ID")]
     pub call_id: Option<String>,
+    /// Kafka mode: produce the replayed events to this topic (default: the `[sink.kafka]`
+    /// events topic).
+    #[arg(long, value_name = "TOPIC", conflicts_with_all = ["into", "in_place"])]
+    pub to_topic: Option<String>,
 }
 
 /// Runs `callhook replay`.
 pub fn run(args: ReplayArgs, settings: Settings) -> anyhow::Result<()> {
-    if settings.kafka.is_some() {
-        bail!("`callhook replay` reads the embedded raw log; in Kafka mode re-consume the raw topic with a new consumer group instead");
-    }
-    if args.into.is_none() && !args.in_place && !args.dry_run {
-        bail!("say what to replay into: `--into PATH`, `--dry-run` or `--in-place`");
-    }
     let filter = ReplayFilter {
         source: args.source.clone(),
         since: args.since.as_deref().map(parse_time).transpose()?,
         until: args.until.as_deref().map(parse_time).transpose()?,
         call_id: args.call_id.clone(),
     };
+    if let Some(kafka) = &settings.kafka {
+        return crate::replay_kafka::run(&args, &settings, kafka, &filter);
+    }
+    if args.to_topic.is_some() {
+        bail!("`--to-topic` replays the raw topic of Kafka mode (`[log] kind = \"kafka\"`); with the embedded raw log use `--into`, `--dry-run` or `--in-place`");
+    }
+    if args.into.is_none() && !args.in_place && !args.dry_run {
+        bail!("say what to replay into: `--into PATH`, `--dry-run` or `--in-place`");
+    }
     let snapshot = LogSnapshot::open(&settings.log.path)
         .with_context(|| format!("cannot open the raw log `{}`", settings.log.path.display()))?;
     let live = settings.sqlite.path.clone();
@@ -205,7 +212,7 @@ fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 /// A progress bar with rate and ETA on a terminal; hidden otherwise or with `--json`.
-fn progress_bar(json: bool) -> ProgressBar {
+pub fn progress_bar(json: bool) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -31,7 +31,11 @@ fn callhook(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Starts `serve` and sends it `calls` simulated call flows of every dialect.
 fn serve_with_traffic(data: &Path, calls: u32) -> Server {
-    let server = Server::start(data, None);
+    serve_with_traffic_and_config(data, calls, None)
+}
+
+fn serve_with_traffic_and_config(data: &Path, calls: u32, config: Option<&str>) -> Server {
+    let server = Server::start(data, config);
     let target = format!("http://{}", server.public);
     callhook(
         &[
@@ -205,4 +209,89 @@ fn test_a_changed_mapping_shows_its_diff_and_in_place_applies_it_beside_serve() 
     );
     assert_eq!(versions, 2, "variant events and new ones");
     drop(server);
+}
+
+/// Compacts every consumed record soon, in small segments.
+const COMPACTING: &str =
+    "[log.embedded]\ncompact_chunk_records = 40\nretention_check_interval_ms = 50\n";
+
+fn segments(data: &Path) -> (i64, i64) {
+    open_read_only(&data.join("rawlog.db"))
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(record_count), 0) FROM log_segments",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn test_replay_over_a_compacted_log_equals_replay_over_the_uncompacted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server =
+        serve_with_traffic_and_config(&data, 120, Some("[log.embedded]\ncompact = false\n"));
+    let plain = dir.path().join("plain.db");
+    replay_json(&data, &["--into", plain.to_str().unwrap()], &[]);
+    assert_eq!(segments(&data), (0, 0));
+    server.terminate();
+    let server = Server::start(&data, Some(COMPACTING));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let held = common::raw_record_count(&data);
+    while segments(&data).1 < held - 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not compacted: {:?} of {held}",
+            segments(&data)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, metrics) = server.admin_get("/metrics");
+    assert!(
+        common::metric_value(&metrics, "callhook_rawlog_compacted_records_total").unwrap() > 0.0
+    );
+    let compacted = dir.path().join("compacted.db");
+    replay_json(&data, &["--into", compacted.to_str().unwrap()], &[]);
+    assert_eq!(calls_rows(&compacted), calls_rows(&plain));
+    for table in ["events", "agents", "dead_letters"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count(&compacted, &sql), count(&plain, &sql), "{table}");
+    }
+    let events =
+        "SELECT group_concat(id || data, '|') FROM (SELECT id, data FROM events ORDER BY id)";
+    let same_events: (String, String) = (
+        open_read_only(&compacted)
+            .query_row(events, [], |row| row.get(0))
+            .unwrap(),
+        open_read_only(&plain)
+            .query_row(events, [], |row| row.get(0))
+            .unwrap(),
+    );
+    assert!(same_events.0 == same_events.1, "the events differ");
+    let dry = replay_json(&data, &["--dry-run"], &[]);
+    assert_eq!(dry["diff"]["events"], serde_json::json!([]), "{dry}");
+    server.terminate();
+    let check = Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args(["log", "check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn test_to_topic_needs_kafka_mode_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args(["replay", "--to-topic", "elsewhere", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Kafka mode"), "{stderr}");
 }

@@ -8,6 +8,7 @@
 //! (a well-behaved client's latency beside hostile clients; not part of `bench/run.sh`).
 //!
 //! Modules: [`abuse`] (the hostile clients), [`body`] (the 1 KB push with unique ids),
+//! [`disk`] (bytes on disk per push, raw log compacted or not, and sink),
 //! [`load`] (the load engine), [`e2e`] (ack → row latency), [`fixtures`] (the golden fixtures
 //! as a vendor mix with unique ids),
 //! [`stats`] (HDR histograms), [`procfs`] (peak RSS, CPU time), [`probe`] (disk `fdatasync`
@@ -15,6 +16,7 @@
 
 pub mod abuse;
 pub mod body;
+pub mod disk;
 pub mod e2e;
 pub mod fixtures;
 pub mod load;

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
+use callhook_rawlog::embedded::{LogSnapshot, ReadRecord};
 use callhook_schemas::{CallEventData, EventType};
 use callhook_simulator::ledger::Ledger;
 use callhook_sinks::sqlite::calls_fold::{fold_call, CallRow, StoredCallEvent};
@@ -136,18 +137,31 @@ pub fn raw_check(ledger: &Ledger, raw: &RawRecords) -> RawCheck {
     check
 }
 
-/// Counts the records of an embedded raw log (or spool) file.
+/// Counts the records of an embedded raw log (or spool) file, compacted ones included (read
+/// through the log's own reader, as replay reads it).
 pub fn embedded_raw_records(path: &Path) -> anyhow::Result<RawRecords> {
-    let conn = open_read_only(path)?;
-    let mut statement = conn.prepare("SELECT source, method, query, body FROM log_records")?;
-    let mut rows = statement.query([])?;
+    let snapshot = LogSnapshot::open(path)?;
     let mut records = RawRecords::default();
-    while let Some(row) = rows.next()? {
-        let source: String = row.get(0)?;
-        let method: String = row.get(1)?;
-        let query: Option<String> = row.get(2)?;
-        let body: Vec<u8> = row.get(3)?;
-        records.add(&source, &method, query.as_deref(), &body);
+    for partition in 0..snapshot.partitions() {
+        let mut next = 0;
+        loop {
+            let chunk = snapshot.read_each(partition, next, 5_000)?;
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            next = last.position().offset + 1;
+            for record in chunk {
+                match record {
+                    ReadRecord::Decoded(stored) => {
+                        let raw = &stored.record;
+                        records.add(&raw.source, &raw.method, raw.query.as_deref(), &raw.body);
+                    }
+                    ReadRecord::Undecodable(kept) => {
+                        records.add(&kept.source, "", None, &kept.body);
+                    }
+                }
+            }
+        }
     }
     Ok(records)
 }

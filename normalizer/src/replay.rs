@@ -219,7 +219,7 @@ fn read_and_map(
 }
 
 /// Maps a record the filter takes; `None` for one it leaves out.
-fn replayed_item(
+pub(crate) fn replayed_item(
     record: &ReadRecord,
     sources: &HashMap<String, SourceContext>,
     filter: &ReplayFilter,

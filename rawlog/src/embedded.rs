@@ -36,15 +36,26 @@
 //!
 //! Consumer groups commit the next offset they will read ([`LogReader::commit`]). A record is
 //! deleted only when **every** group has committed past it **and** it is older than
-//! `retention_hours` (by `received_at`) or beyond the newest `retention_max_records` of its
+//! `retention_days` (by `received_at`; `0` days: never by age) or beyond the newest `retention_max_records` of its
 //! partition. Unconsumed records are never deleted because of age; with no consumer group,
 //! nothing is consumed and nothing is deleted. What bounds the disk when a consumer stalls is
 //! `max_unconsumed_records`: past it, appends are refused. Retention deletes a prefix of each
 //! partition, so the stored offsets stay contiguous from the log start offset.
 //!
+//! # Compaction
+//!
+//! Consumed records (below every group's committed offset, as for retention) are moved by the
+//! writer thread, per partition in offset order and `compact_chunk_records` at a time, into
+//! zstd-compressed segments (`log_segments`), each in one transaction. Readers read segments
+//! and records in one read transaction and cannot tell them apart; a segment that does not
+//! decode reads as one undecodable record per offset, as a damaged row does. Retention deletes
+//! whole segments whose newest record is old enough. See `segment.rs` and
+//! `writer/compaction.rs`.
+//!
 //! Modules: [`config`] (the `[log.embedded]` section), [`partition`] (key hashing), [`check`]
 //! (the fsck behind `callhook log check`: WAL scan, integrity, bookkeeping), and the
-//! private `schema` (file and checks), `writer` (group commit, retention), `reader`
+//! private `schema` (file and checks), `writer` (group commit, retention, compaction),
+//! `segment` (the compressed form of consumed records), `reader`
 //! ([`LogReader`]), `state` (what the append path knows without SQLite), `telemetry`.
 
 pub mod check;
@@ -53,11 +64,14 @@ mod error;
 pub mod partition;
 mod reader;
 mod schema;
+mod segment;
 mod snapshot;
 mod state;
 mod telemetry;
 mod writer;
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod tests;
 
@@ -229,6 +243,22 @@ impl EmbeddedLog {
         match answer.await {
             Ok(Ok(deleted)) => Ok(deleted),
             Ok(Err(reason)) => Err(EmbeddedLogError::RetentionFailed(reason)),
+            Err(_) => Err(EmbeddedLogError::WriterStopped),
+        }
+    }
+
+    /// Compacts every whole chunk of consumed records on the writer thread now (the periodic
+    /// pass does it a budget at a time); returns how many records it compacted.
+    pub async fn compact(&self) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        match self.commands.try_send(WriterCommand::Compact(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(EmbeddedLogError::WriterBusy),
+            Err(TrySendError::Disconnected(_)) => return Err(EmbeddedLogError::WriterStopped),
+        }
+        match answer.await {
+            Ok(Ok(compacted)) => Ok(compacted),
+            Ok(Err(reason)) => Err(EmbeddedLogError::CompactionFailed(reason)),
             Err(_) => Err(EmbeddedLogError::WriterStopped),
         }
     }

@@ -247,11 +247,16 @@ pub fn open_read_only(path: &Path) -> rusqlite::Connection {
     conn
 }
 
-/// Records in the raw log (all partitions).
+/// Records in the raw log (all partitions), compacted ones included.
 pub fn raw_record_count(data_dir: &Path) -> i64 {
     let conn = open_read_only(&data_dir.join("rawlog.db"));
-    conn.query_row("SELECT COUNT(*) FROM log_records", [], |row| row.get(0))
-        .expect("count records")
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM log_records) \
+         + (SELECT COALESCE(SUM(record_count), 0) FROM log_segments)",
+        [],
+        |row| row.get(0),
+    )
+    .expect("count records")
 }
 
 /// Sum of the normalizer's stored next offsets (= records consumed when nothing was deleted).

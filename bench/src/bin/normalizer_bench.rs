@@ -95,8 +95,10 @@ struct Args {
     /// The phases to run after the pre-fill, comma-separated: `mapping` (mapping alone, no
     /// sink), `rebuild` (`callhook replay --into`), `drain` (the live normalizer loop),
     /// `sinks` (the same mapped batches committed to the SQLite sink, then to the PostgreSQL
-    /// sink: the ratio) and `drain-both` (the live loop with both sinks on).
-    /// Each runs on a thread of its own name, so a profile tells them apart.
+    /// sink: the ratio), `drain-both` (the live loop with both sinks on) and, when asked for,
+    /// `disk` (bytes per push of the raw log before and after compaction, and of the sink the
+    /// drain wrote; run it last). Each runs on a thread of its own name, so a profile tells
+    /// them apart.
     #[arg(long, value_delimiter = ',', default_value = "mapping,rebuild,drain")]
     phases: Vec<String>,
     /// The PostgreSQL database of the `sinks` and `drain-both` phases; default: a local
@@ -144,9 +146,10 @@ fn main() -> anyhow::Result<()> {
     let memory_before_drain = own_memory();
     let memory_before_rebuild = own_memory();
     for phase in &args.phases {
-        if !["mapping", "rebuild", "drain", "sinks", "drain-both"].contains(&phase.as_str()) {
+        if !["mapping", "rebuild", "drain", "sinks", "drain-both", "disk"].contains(&phase.as_str())
+        {
             anyhow::bail!(
-                "--phases: `{phase}` is not one of mapping, rebuild, drain, sinks, drain-both"
+                "--phases: `{phase}` is not one of mapping, rebuild, drain, sinks, drain-both, disk"
             );
         }
     }
@@ -174,6 +177,9 @@ fn main() -> anyhow::Result<()> {
         let url = postgres_url.as_deref().unwrap_or_default();
         drain_both(&log, &dir, sources.clone(), url)
     })?;
+    let disk = on_thread("disk", wanted("disk"), || {
+        callhook_bench::disk::measure(&log, args.pushes, &dir.join("callhook.db"))
+    })?;
     log.close()?;
     let output = json!({
         "pushes": args.pushes,
@@ -188,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         "drain": drain,
         "sinks": sinks,
         "drain_both": drain_both,
+        "disk": disk,
         "dedupe_cache": dedupe,
         "memory": own_memory(),
     });
@@ -243,6 +250,10 @@ fn open_log(dir: &Path) -> anyhow::Result<EmbeddedLog> {
         max_pending_appends: 20_000,
         max_unconsumed_records: 100_000_000,
         integrity_check: IntegrityCheck::Off,
+        // No periodic retention or compaction pass in the middle of a timed phase (the
+        // workload's receive times are months old): the `disk` phase compacts on demand.
+        retention_days: Some(0),
+        retention_check_interval_ms: 24 * 3_600_000,
         ..EmbeddedLogConfig::default()
     };
     Ok(EmbeddedLog::open(config.validate(dir)?)?)

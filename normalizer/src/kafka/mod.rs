@@ -39,7 +39,8 @@
 //!
 //! The reasoning, including the rule between the two offset stores, is in `design.md` beside
 //! this file. Modules: [`config`] (`[normalizer.kafka]`), [`consumer`] (the loop),
-//! [`rebalance`] (the callback), [`batch`], [`produce`] (the Kafka-sink step), [`metrics`].
+//! [`rebalance`] (the callback), [`batch`], [`produce`] (the Kafka-sink step), [`metrics`],
+//! [`replay`] (`callhook replay` in Kafka mode: the raw topic re-produced as events).
 
 pub mod batch;
 pub mod config;
@@ -49,6 +50,7 @@ pub mod isolation;
 pub mod metrics;
 pub mod produce;
 pub mod rebalance;
+pub mod replay;
 
 pub use config::{KafkaConsumerConfig, KafkaConsumerSettings};
 pub use consumer::KafkaNormalizer;

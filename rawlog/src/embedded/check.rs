@@ -265,7 +265,13 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckReport, Ch
             ),
         );
     }
-    if let Err(error) = offsets::check_bookkeeping(&conn, &mut report, options) {
+    // One transaction: beside a running log, a compaction committing between the read of a
+    // partition's segments and of its records would otherwise look like missing records.
+    let bookkeeping = conn.unchecked_transaction().and_then(|snapshot| {
+        offsets::check_bookkeeping(&snapshot, &mut report, options)?;
+        snapshot.commit()
+    });
+    if let Err(error) = bookkeeping {
         report.add(
             Severity::Damage,
             format!("the offset bookkeeping cannot be read: {error}"),

@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// The file name used under the data directory when `path` is not set.
 pub const DEFAULT_FILE_NAME: &str = "rawlog.db";
 
+/// Days consumed records are kept when neither `retention_days` nor `retention_hours` is set.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// Records per compacted segment by default: large enough for zstd to find the repetition
+/// between pushes, small enough that reading one record decompresses about a megabyte.
+pub const DEFAULT_COMPACT_CHUNK_RECORDS: usize = 1000;
+
 /// The largest partition count accepted (a sanity bound: every partition is a row and a
 /// wake-up target, and a typo like `40000` should be caught).
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -67,14 +74,28 @@ pub struct EmbeddedLogConfig {
     /// summed over partitions; past it appends are refused with `Overloaded` (503). This is
     /// what bounds the disk when consumers stall, since retention never deletes unconsumed data.
     pub max_unconsumed_records: u64,
-    /// Records consumed by every group are deleted once their `received_at` is older than this.
-    pub retention_hours: u64,
+    /// Records consumed by every group are deleted once their `received_at` is older than this
+    /// many days; `0` keeps consumed records forever. Default 30 when `retention_hours` is not
+    /// set either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u64>,
+    /// The same age in hours, as an explicit override of `retention_days` (setting both is an
+    /// error). Unlike days, `0` deletes consumed records at the next pass (what the Kafka-mode
+    /// spool does by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_hours: Option<u64>,
     /// Also delete consumed records beyond the newest this-many per partition, whatever their
     /// age. Absent: no count limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_max_records: Option<u64>,
-    /// How often the writer thread applies retention, in milliseconds.
+    /// How often the writer thread applies retention and compaction, in milliseconds.
     pub retention_check_interval_ms: u64,
+    /// Compact consumed records: move them, `compact_chunk_records` at a time, into
+    /// zstd-compressed segments that every reader reads as before (about 10x less disk on
+    /// realistic pushes). Unconsumed records are never compacted.
+    pub compact: bool,
+    /// Records per compacted segment; a partition is compacted only by whole chunks.
+    pub compact_chunk_records: usize,
     /// The SQLite check run on open: `quick`, `full` or `off`.
     pub integrity_check: IntegrityCheck,
     /// How long a connection waits for the SQLite write lock before failing, in milliseconds.
@@ -89,9 +110,12 @@ impl Default for EmbeddedLogConfig {
             max_pending_appends: 10_000,
             max_batch_records: 512,
             max_unconsumed_records: 5_000_000,
-            retention_hours: 168,
+            retention_days: None,
+            retention_hours: None,
             retention_max_records: None,
             retention_check_interval_ms: 60_000,
+            compact: true,
+            compact_chunk_records: DEFAULT_COMPACT_CHUNK_RECORDS,
             integrity_check: IntegrityCheck::Quick,
             busy_timeout_ms: 5_000,
         }
@@ -111,12 +135,14 @@ pub struct EmbeddedLogSettings {
     pub max_batch_records: NonZeroUsize,
     /// Bound on records past the lowest committed offsets.
     pub max_unconsumed_records: NonZeroU64,
-    /// Age past which consumed records are deleted.
-    pub retention: Duration,
+    /// Age past which consumed records are deleted; `None` keeps them forever.
+    pub retention: Option<Duration>,
     /// Count per partition past which consumed records are deleted.
     pub retention_max_records: Option<u64>,
-    /// Period of the retention pass.
+    /// Period of the retention and compaction passes.
     pub retention_check_interval: Duration,
+    /// Records per compacted segment; `None` when compaction is off.
+    pub compact_chunk_records: Option<NonZeroUsize>,
     /// The check run on open.
     pub integrity_check: IntegrityCheck,
     /// SQLite busy timeout.
@@ -141,10 +167,7 @@ impl EmbeddedLogConfig {
                     format!("must be between 1 and {MAX_PARTITIONS}"),
                 )
             })?;
-        let retention_seconds = self
-            .retention_hours
-            .checked_mul(3600)
-            .ok_or_else(|| invalid("retention_hours", "is too large".to_owned()))?;
+        let retention = self.retention()?;
         if self.retention_check_interval_ms == 0 {
             return Err(invalid(
                 "retention_check_interval_ms",
@@ -165,12 +188,46 @@ impl EmbeddedLogConfig {
             max_unconsumed_records: NonZeroU64::new(self.max_unconsumed_records).ok_or_else(
                 || invalid("max_unconsumed_records", "must be at least 1".to_owned()),
             )?,
-            retention: Duration::from_secs(retention_seconds),
+            retention,
             retention_max_records: self.retention_max_records,
             retention_check_interval: Duration::from_millis(self.retention_check_interval_ms),
+            compact_chunk_records: match self.compact {
+                true => Some(non_zero_usize(
+                    "compact_chunk_records",
+                    self.compact_chunk_records,
+                )?),
+                false => None,
+            },
             integrity_check: self.integrity_check,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
         })
+    }
+
+    /// Returns the retention age from `retention_days` or its `retention_hours` override.
+    fn retention(&self) -> Result<Option<Duration>> {
+        let hours = match (self.retention_days, self.retention_hours) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "retention_days",
+                    "and `log.embedded.retention_hours` are both set; set one".to_owned(),
+                ))
+            }
+            (Some(0), None) => return Ok(None),
+            (Some(days), None) => days
+                .checked_mul(24)
+                .ok_or_else(|| invalid("retention_days", "is too large".to_owned()))?,
+            (None, Some(hours)) => hours,
+            (None, None) => DEFAULT_RETENTION_DAYS * 24,
+        };
+        let field = match self.retention_days {
+            Some(_) => "retention_days",
+            None => "retention_hours",
+        };
+        let seconds = hours
+            .checked_mul(3600)
+            .filter(|seconds| i64::try_from(seconds.saturating_mul(1000)).is_ok())
+            .ok_or_else(|| invalid(field, "is too large".to_owned()))?;
+        Ok(Some(Duration::from_secs(seconds)))
     }
 }
 
@@ -193,7 +250,10 @@ mod tests {
             .unwrap();
         assert_eq!(settings.path, PathBuf::from("/var/lib/callhook/rawlog.db"));
         assert_eq!(settings.partitions.get(), 1);
-        assert_eq!(settings.retention, Duration::from_secs(168 * 3600));
+        assert_eq!(
+            settings.retention,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
         assert_eq!(settings.max_batch_records.get(), 512);
     }
 
@@ -210,6 +270,33 @@ mod tests {
         assert_eq!(config.max_pending_appends, 10_000);
         let unknown = toml::from_str::<EmbeddedLogConfig>("max_batch = 3\n");
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn test_retention_days_zero_keeps_forever_and_hours_override() {
+        let data_dir = Path::new("/data");
+        let retention = |toml_text: &str| {
+            toml::from_str::<EmbeddedLogConfig>(toml_text)
+                .unwrap()
+                .validate(data_dir)
+                .map(|settings| settings.retention)
+        };
+        assert_eq!(retention("retention_days = 0\n"), Ok(None));
+        assert_eq!(
+            retention("retention_days = 2\n"),
+            Ok(Some(Duration::from_secs(2 * 24 * 3600)))
+        );
+        assert_eq!(
+            retention("retention_hours = 5\n"),
+            Ok(Some(Duration::from_secs(5 * 3600)))
+        );
+        assert_eq!(retention("retention_hours = 0\n"), Ok(Some(Duration::ZERO)));
+        let both = retention("retention_days = 1\nretention_hours = 24\n").unwrap_err();
+        let text = both.to_string();
+        assert!(
+            text.contains("retention_days") && text.contains("retention_hours"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -253,10 +340,25 @@ mod tests {
             ),
             (
                 EmbeddedLogConfig {
-                    retention_hours: u64::MAX,
+                    retention_hours: Some(u64::MAX),
                     ..Default::default()
                 },
                 "retention_hours",
+            ),
+            (
+                EmbeddedLogConfig {
+                    retention_days: Some(u64::MAX / 2),
+                    ..Default::default()
+                },
+                "retention_days",
+            ),
+            (
+                EmbeddedLogConfig {
+                    retention_days: Some(30),
+                    retention_hours: Some(0),
+                    ..Default::default()
+                },
+                "retention_days",
             ),
             (
                 EmbeddedLogConfig {

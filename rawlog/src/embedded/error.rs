@@ -97,6 +97,12 @@ pub enum EmbeddedLogError {
     /// A retention pass failed (the reason is the writer's error text).
     #[error("raw log retention pass failed: {0}")]
     RetentionFailed(String),
+    /// A compaction pass failed (the reason is the writer's error text).
+    #[error("raw log compaction failed: {0}")]
+    CompactionFailed(String),
+    /// zstd could not compress a chunk of records.
+    #[error("cannot compress records for compaction: {0}")]
+    Compress(std::io::Error),
     /// The writer thread is gone.
     #[error("raw log writer stopped")]
     WriterStopped,
@@ -123,6 +129,8 @@ impl EmbeddedLogError {
         match self {
             EmbeddedLogError::WriterBusy
             | EmbeddedLogError::RetentionFailed(_)
+            | EmbeddedLogError::CompactionFailed(_)
+            | EmbeddedLogError::Compress(_)
             | EmbeddedLogError::Sqlite(_)
             | EmbeddedLogError::Open { .. } => true,
             EmbeddedLogError::Config(_)

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::error::{EmbeddedLogError, Result};
 use super::schema::{self, from_sql_int, sql_int};
+use super::segment::{self, SegmentCache, SegmentMeta};
 use super::state::{lock, SharedState};
 use crate::{Position, RawRecord, StoredRecord};
 
@@ -24,25 +25,31 @@ use crate::{Position, RawRecord, StoredRecord};
 pub struct LogReader {
     conn: Connection,
     shared: Arc<SharedState>,
+    segments: SegmentCache,
 }
 
-/// One row as stored, before decoding.
-struct StoredRow {
-    offset: u64,
-    key: String,
-    source: String,
-    received_at_ms: i64,
-    method: String,
-    content_type: Option<String>,
-    query: Option<String>,
-    remote_addr: Option<String>,
-    request_id: String,
-    headers_json: String,
-    body: Vec<u8>,
+/// One row as stored, before decoding (in `log_records`, or inside a compacted segment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredRow {
+    pub(crate) offset: u64,
+    pub(crate) key: String,
+    pub(crate) source: String,
+    pub(crate) received_at_ms: i64,
+    pub(crate) method: String,
+    pub(crate) content_type: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) remote_addr: Option<String>,
+    pub(crate) request_id: String,
+    pub(crate) headers_json: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl StoredRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    /// The `log_records` columns [`StoredRow::from_row`] reads, in order.
+    pub(crate) const COLUMNS: &'static str = "log_offset, record_key, source, received_at_ms, \
+         method, content_type, query, remote_addr, request_id, headers_json, body";
+
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             offset: from_sql_int(row.get(0)?),
             key: row.get(1)?,
@@ -58,8 +65,21 @@ impl StoredRow {
         })
     }
 
+    /// Returns roughly how many bytes the row takes (for buffer sizing).
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        64 + self.key.len()
+            + self.source.len()
+            + self.method.len()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self.query.as_ref().map_or(0, String::len)
+            + self.remote_addr.as_ref().map_or(0, String::len)
+            + self.request_id.len()
+            + self.headers_json.len()
+            + self.body.len()
+    }
+
     /// Decodes the row, or keeps what can be kept of it when its metadata is broken.
-    fn decode_or_keep(self, partition: u32) -> ReadRecord {
+    pub(crate) fn decode_or_keep(self, partition: u32) -> ReadRecord {
         let kept = UndecodableRecord {
             position: Position {
                 partition,
@@ -165,31 +185,78 @@ impl From<UndecodableRecord> for EmbeddedLogError {
 }
 
 /// Reads up to `max_records` records of `partition` from `from_offset` on, in offset order, on
-/// any connection to the log file.
+/// any connection to the log file: first from the compacted segments (when `segments` is
+/// given: the file has them), then from `log_records`, in one read transaction so that a
+/// compaction committing in between can neither hide records nor show them twice. A damaged
+/// segment reads as one [`UndecodableRecord`] per offset it covers.
 pub(crate) fn read_records(
     conn: &Connection,
+    segments: Option<&SegmentCache>,
     partition: u32,
     from_offset: u64,
     max_records: usize,
 ) -> Result<Vec<ReadRecord>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT log_offset, record_key, source, received_at_ms, method, content_type, query, remote_addr, \
-         request_id, headers_json, body FROM log_records \
-         WHERE partition_id = ?1 AND log_offset >= ?2 ORDER BY log_offset LIMIT ?3",
-    )?;
+    let snapshot = conn.unchecked_transaction()?;
+    let mut records = Vec::new();
+    let mut next = from_offset;
+    if let Some(cache) = segments {
+        for meta in segment::segments_from(&snapshot, partition, from_offset) {
+            if records.len() >= max_records {
+                return Ok(records);
+            }
+            let meta = meta?;
+            let wanted = max_records - records.len();
+            match cache.take(&snapshot, &meta, next, wanted)? {
+                Ok(taken) => records.extend(taken),
+                Err(reason) => records.extend(
+                    (next.max(meta.first_offset)..=meta.last_offset)
+                        .take(wanted)
+                        .map(|offset| damaged_segment_record(&meta, offset, &reason)),
+                ),
+            }
+            next = meta.last_offset + 1;
+        }
+    }
+    if records.len() >= max_records {
+        return Ok(records);
+    }
+    let mut statement = snapshot.prepare_cached(&format!(
+        "SELECT {} FROM log_records WHERE partition_id = ?1 AND log_offset >= ?2 \
+         ORDER BY log_offset LIMIT ?3",
+        StoredRow::COLUMNS
+    ))?;
     let rows = statement.query_map(
         (
             i64::from(partition),
-            sql_int(from_offset),
-            sql_int(max_records as u64),
+            sql_int(next),
+            sql_int((max_records - records.len()) as u64),
         ),
         StoredRow::from_row,
     )?;
-    let mut records = Vec::new();
     for row in rows {
         records.push(row?.decode_or_keep(partition));
     }
     Ok(records)
+}
+
+/// What a reader gets for an offset of a segment that does not decode: an undecodable record,
+/// which a consumer dead-letters like any other.
+fn damaged_segment_record(meta: &SegmentMeta, offset: u64, reason: &str) -> ReadRecord {
+    ReadRecord::Undecodable(UndecodableRecord {
+        position: Position {
+            partition: meta.partition,
+            offset,
+        },
+        key: String::new(),
+        source: String::new(),
+        received_at: DateTime::from_timestamp_millis(meta.oldest_received_at_ms)
+            .unwrap_or(DateTime::UNIX_EPOCH),
+        body: Bytes::new(),
+        detail: format!(
+            "compacted segment {}:{}..{} does not decode: {reason}",
+            meta.partition, meta.first_offset, meta.last_offset
+        ),
+    })
 }
 
 impl LogReader {
@@ -199,7 +266,11 @@ impl LogReader {
         shared: Arc<SharedState>,
     ) -> Result<Self> {
         let conn = schema::open_connection(path, busy_timeout)?;
-        Ok(Self { conn, shared })
+        Ok(Self {
+            conn,
+            shared,
+            segments: SegmentCache::default(),
+        })
     }
 
     /// Returns the partition count.
@@ -246,7 +317,14 @@ impl LogReader {
         max_records: usize,
     ) -> Result<Vec<ReadRecord>> {
         self.check_partition(partition)?;
-        read_records(&self.conn, partition, from_offset, max_records)
+        // The writer migrated the file before any reader opened: it has the segments table.
+        read_records(
+            &self.conn,
+            Some(&self.segments),
+            partition,
+            from_offset,
+            max_records,
+        )
     }
 
     /// Returns the next offset to be written in `partition` (Kafka's high watermark).

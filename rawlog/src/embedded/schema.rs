@@ -20,8 +20,27 @@ use super::state::Bookkeeping;
 /// for one.
 pub(crate) const APPLICATION_ID: i64 = 0x6368_726c;
 
-/// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes and reads. Version 2 added `log_segments`; a version 1
+/// file is migrated when the log is opened for writing (older builds then refuse the file).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// The compacted segments (see `segment.rs`): consumed records moved out of `log_records` in
+/// offset order, a prefix of each partition's stored offsets. Nine columns, so the WAL scan
+/// (which recognises `log_records` rows by their twelve) never mistakes a segment for a record.
+const CREATE_SEGMENTS: &str = "
+CREATE TABLE log_segments (
+    partition_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    record_count INTEGER NOT NULL,
+    oldest_received_at_ms INTEGER NOT NULL,
+    newest_received_at_ms INTEGER NOT NULL,
+    raw_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (partition_id, first_offset)
+);
+";
 
 const CREATE_TABLES: &str = "
 CREATE TABLE log_meta (
@@ -144,6 +163,7 @@ pub(crate) fn prepare_schema(conn: &mut Connection, partitions: u32, path: &Path
     let application_id: i64 = tx.pragma_query_value(None, "application_id", |row| row.get(0))?;
     if objects == 0 {
         tx.execute_batch(CREATE_TABLES)?;
+        tx.execute_batch(CREATE_SEGMENTS)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.execute(
             "INSERT INTO log_meta (name, value) VALUES ('schema_version', ?1)",
@@ -187,7 +207,14 @@ fn check_meta(conn: &Connection, partitions: u32, path: &Path) -> Result<()> {
         detail: detail.to_owned(),
     };
     let version = meta("schema_version")?.ok_or_else(|| corrupt("`schema_version` is missing"))?;
-    if version != SCHEMA_VERSION {
+    if version == 1 {
+        conn.execute_batch(CREATE_SEGMENTS)?;
+        conn.execute(
+            "UPDATE log_meta SET value = ?1 WHERE name = 'schema_version'",
+            [SCHEMA_VERSION],
+        )?;
+        tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "raw log schema migrated");
+    } else if version != SCHEMA_VERSION {
         return Err(EmbeddedLogError::UnsupportedSchema {
             path: path.to_owned(),
             found: version,
@@ -215,7 +242,8 @@ pub(crate) fn load_bookkeeping(
 ) -> Result<Bookkeeping> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let stray: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM log_records WHERE partition_id < 0 OR partition_id >= ?1",
+        "SELECT (SELECT COUNT(*) FROM log_records WHERE partition_id < 0 OR partition_id >= ?1) \
+         + (SELECT COUNT(*) FROM log_segments WHERE partition_id < 0 OR partition_id >= ?1)",
         [i64::from(partitions)],
         |row| row.get(0),
     )?;
@@ -266,10 +294,21 @@ pub(crate) fn verify_partition(
         next_offset: from_sql_int(stored_next),
         log_start_offset: from_sql_int(stored_start),
     };
+    // Segments are a prefix of the stored offsets and records the rest: both count.
     let (lowest, highest, count): (Option<i64>, Option<i64>, i64) = conn.query_row(
-        "SELECT MIN(log_offset), MAX(log_offset), COUNT(*) FROM log_records WHERE partition_id = ?1",
+        "SELECT MIN(low), MAX(high), SUM(held) FROM ( \
+         SELECT MIN(log_offset) AS low, MAX(log_offset) AS high, COUNT(*) AS held \
+         FROM log_records WHERE partition_id = ?1 \
+         UNION ALL SELECT MIN(first_offset), MAX(last_offset), COALESCE(SUM(record_count), 0) \
+         FROM log_segments WHERE partition_id = ?1)",
         [i64::from(partition)],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            ))
+        },
     )?;
     let rows = match (lowest, highest) {
         (Some(lowest), Some(highest)) => Some(StoredRows {

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use super::error::{EmbeddedLogError, Result};
 use super::reader::{read_records, ReadRecord};
 use super::schema::from_sql_int;
+use super::segment::{self, SegmentCache};
 use crate::Position;
 
 /// A read-only handle on a raw-log file. Every method blocks on SQLite.
@@ -17,6 +18,8 @@ pub struct LogSnapshot {
     conn: Connection,
     path: PathBuf,
     partitions: u32,
+    /// `None` for a file of schema version 1 that no writer migrated yet (it has no segments).
+    segments: Option<SegmentCache>,
 }
 
 impl LogSnapshot {
@@ -43,10 +46,12 @@ impl LogSnapshot {
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .ok_or_else(|| corrupt("no partition count in log_meta".to_owned()))?;
+        let segments = segment::table_exists(&conn)?.then(SegmentCache::default);
         Ok(LogSnapshot {
             conn,
             path: path.to_owned(),
             partitions,
+            segments,
         })
     }
 
@@ -83,7 +88,13 @@ impl LogSnapshot {
                 partitions: self.partitions,
             });
         }
-        read_records(&self.conn, partition, from_offset, max_records)
+        read_records(
+            &self.conn,
+            self.segments.as_ref(),
+            partition,
+            from_offset,
+            max_records,
+        )
     }
 
     /// Reads the record at `position`, if the log still holds it.
@@ -92,11 +103,18 @@ impl LogSnapshot {
         Ok(records.pop().filter(|record| record.position() == position))
     }
 
-    /// Returns how many records the log holds.
+    /// Returns how many records the log holds (compacted ones included).
     pub fn records(&self) -> Result<u64> {
-        let count: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM log_records", [], |row| row.get(0))?;
+        let mut count: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM log_records", [], |row| row.get(0))?;
+        if self.segments.is_some() {
+            count += self.conn.query_row(
+                "SELECT COALESCE(SUM(record_count), 0) FROM log_segments",
+                [],
+                |row| row.get::<_, i64>(0),
+            )?;
+        }
         Ok(from_sql_int(count))
     }
 
@@ -104,6 +122,33 @@ impl LogSnapshot {
     /// `received_at_ms`, or its next offset when there is none (a start point for a replay
     /// bounded by receive time; receive times grow with offsets up to clock steps).
     pub fn first_offset_since(&self, partition: u32, received_at_ms: i64) -> Result<u64> {
+        if self.segments.is_some() {
+            let segment: Option<(i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT first_offset, record_count FROM log_segments \
+                     WHERE partition_id = ?1 AND newest_received_at_ms >= ?2 \
+                     ORDER BY first_offset LIMIT 1",
+                    (i64::from(partition), received_at_ms),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            if let Some((first_offset, records)) = segment {
+                let records = usize::try_from(from_sql_int(records)).unwrap_or(usize::MAX);
+                let found = self
+                    .read_each(partition, from_sql_int(first_offset), records)?
+                    .into_iter()
+                    .find(|record| match record {
+                        ReadRecord::Decoded(stored) => {
+                            stored.record.received_at.timestamp_millis() >= received_at_ms
+                        }
+                        ReadRecord::Undecodable(_) => true,
+                    });
+                if let Some(record) = found {
+                    return Ok(record.position().offset);
+                }
+            }
+        }
         let found: Option<i64> = self
             .conn
             .query_row(

@@ -19,6 +19,10 @@ pub(crate) struct Metrics {
     pub(crate) appends_unavailable: IntCounter,
     pub(crate) records: IntGauge,
     pub(crate) retention_deleted: IntCounter,
+    pub(crate) compacted_records: IntCounter,
+    pub(crate) compacted_segments: IntCounter,
+    pub(crate) compaction_input_bytes: IntCounter,
+    pub(crate) compaction_output_bytes: IntCounter,
 }
 
 /// The process-wide metric handles.
@@ -64,6 +68,22 @@ impl Metrics {
                 "Records deleted by retention after every consumer group consumed them",
             )
             .expect("static metric definition is valid"),
+            compacted_records: counter(
+                "callhook_rawlog_compacted_records_total",
+                "Consumed records moved into compressed segments",
+            ),
+            compacted_segments: counter(
+                "callhook_rawlog_compacted_segments_total",
+                "Compressed segments written",
+            ),
+            compaction_input_bytes: counter(
+                "callhook_rawlog_compaction_input_bytes_total",
+                "Bytes of the compacted records' serialized form, before zstd",
+            ),
+            compaction_output_bytes: counter(
+                "callhook_rawlog_compaction_output_bytes_total",
+                "Bytes of the segments zstd wrote for them",
+            ),
         };
         register(Box::new(appends));
         register(Box::new(metrics.append_seconds.clone()));
@@ -71,8 +91,16 @@ impl Metrics {
         register(Box::new(metrics.commit_seconds.clone()));
         register(Box::new(metrics.records.clone()));
         register(Box::new(metrics.retention_deleted.clone()));
+        register(Box::new(metrics.compacted_records.clone()));
+        register(Box::new(metrics.compacted_segments.clone()));
+        register(Box::new(metrics.compaction_input_bytes.clone()));
+        register(Box::new(metrics.compaction_output_bytes.clone()));
         metrics
     }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("static metric definition is valid")
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -193,6 +221,36 @@ impl RetentionApplied {
     }
 }
 
+/// A chunk of consumed records was moved into a compressed segment.
+pub(crate) struct ChunkCompacted {
+    pub(crate) partition: u32,
+    pub(crate) first_offset: u64,
+    pub(crate) last_offset: u64,
+    pub(crate) records: u64,
+    pub(crate) raw_bytes: u64,
+    pub(crate) stored_bytes: u64,
+    pub(crate) elapsed: Duration,
+}
+
+impl ChunkCompacted {
+    pub(crate) fn emit(self) {
+        tracing::debug!(
+            partition = self.partition,
+            first_offset = self.first_offset,
+            last_offset = self.last_offset,
+            records = self.records,
+            raw_bytes = self.raw_bytes,
+            stored_bytes = self.stored_bytes,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "raw log records compacted"
+        );
+        METRICS.compacted_records.inc_by(self.records);
+        METRICS.compacted_segments.inc();
+        METRICS.compaction_input_bytes.inc_by(self.raw_bytes);
+        METRICS.compaction_output_bytes.inc_by(self.stored_bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +272,10 @@ mod tests {
             "callhook_rawlog_appends_total",
             "callhook_rawlog_records",
             "callhook_rawlog_retention_deleted_total",
+            "callhook_rawlog_compacted_records_total",
+            "callhook_rawlog_compacted_segments_total",
+            "callhook_rawlog_compaction_input_bytes_total",
+            "callhook_rawlog_compaction_output_bytes_total",
         ] {
             assert!(
                 exported.iter().any(|exported_name| exported_name == name),

@@ -17,13 +17,16 @@ use crate::{AppendError, LogAppender, Position, RawRecord, StoredRecord};
 /// A fixed instant (2024-11-14), so `record(i)` is reproducible.
 const BASE_RECEIVED_AT_MS: i64 = 1_731_542_400_000;
 
-fn settings(dir: &Path, edit: impl FnOnce(&mut EmbeddedLogConfig)) -> EmbeddedLogSettings {
+pub(super) fn settings(
+    dir: &Path,
+    edit: impl FnOnce(&mut EmbeddedLogConfig),
+) -> EmbeddedLogSettings {
     let mut config = EmbeddedLogConfig::default();
     edit(&mut config);
     config.validate(dir).unwrap()
 }
 
-fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
+pub(super) fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
     let mut body = vec![0xff, 0xfe, 0x00, 0xc3, 0x28, b'{'];
     body.extend_from_slice(index.to_string().as_bytes());
     body.extend_from_slice(&[0x80, 0x00, b'}']);
@@ -47,18 +50,18 @@ fn record_at(index: usize, received_at: DateTime<Utc>) -> RawRecord {
     }
 }
 
-fn record(index: usize) -> RawRecord {
+pub(super) fn record(index: usize) -> RawRecord {
     record_at(
         index,
         DateTime::from_timestamp_millis(BASE_RECEIVED_AT_MS + index as i64).unwrap(),
     )
 }
 
-fn now_ms() -> DateTime<Utc> {
+pub(super) fn now_ms() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
 }
 
-fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
+pub(super) fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
     let mut records = Vec::new();
     let mut next = 0;
     loop {
@@ -72,7 +75,7 @@ fn read_all(reader: &LogReader, partition: u32) -> Vec<StoredRecord> {
 }
 
 /// Appends sequentially, one acknowledged record at a time.
-async fn append_acked(log: &EmbeddedLog, key: &str, record: RawRecord) -> Position {
+pub(super) async fn append_acked(log: &EmbeddedLog, key: &str, record: RawRecord) -> Position {
     log.append(key.to_owned(), record).await.unwrap()
 }
 
@@ -303,8 +306,10 @@ async fn test_committed_offsets_are_per_group_and_survive_reopen() {
 #[tokio::test]
 async fn test_retention_deletes_only_records_every_group_consumed_and_old() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open(settings(dir.path(), |config| config.retention_hours = 168)).unwrap();
+    let log = EmbeddedLog::open(settings(dir.path(), |config| {
+        config.retention_days = Some(7)
+    }))
+    .unwrap();
     let ten_days_ago = now_ms() - chrono::Duration::days(10);
     for index in 0..5 {
         append_acked(&log, "k", record_at(index, ten_days_ago)).await;
@@ -360,6 +365,23 @@ async fn test_retention_deletes_only_records_every_group_consumed_and_old() {
 }
 
 #[tokio::test]
+async fn test_retention_days_zero_keeps_consumed_records_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(settings(dir.path(), |config| {
+        config.retention_days = Some(0)
+    }))
+    .unwrap();
+    let ten_years_ago = now_ms() - chrono::Duration::days(3650);
+    for index in 0..4 {
+        append_acked(&log, "k", record_at(index, ten_years_ago)).await;
+    }
+    let reader = log.reader().unwrap();
+    reader.commit("g", 0, 4).unwrap();
+    assert_eq!(log.enforce_retention().await.unwrap(), 0);
+    assert_eq!(read_all(&reader, 0).len(), 4);
+}
+
+#[tokio::test]
 async fn test_retention_max_records_deletes_consumed_records_beyond_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(settings(dir.path(), |config| {
@@ -390,7 +412,7 @@ async fn test_retention_max_records_deletes_consumed_records_beyond_the_count() 
 async fn test_periodic_retention_runs_on_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(settings(dir.path(), |config| {
-        config.retention_hours = 0;
+        config.retention_hours = Some(0);
         config.retention_check_interval_ms = 10;
     }))
     .unwrap();

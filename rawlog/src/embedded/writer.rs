@@ -1,4 +1,4 @@
-//! The writer thread: group commit and retention.
+//! The writer thread: group commit, retention ([`retention`]) and compaction ([`compaction`]).
 //!
 //! Guarantee: a waiter is answered `Ok(position)` only after the transaction holding its record
 //! committed (WAL fsync'd, see [`super::schema`]); when a commit fails, every waiter of that
@@ -8,21 +8,23 @@
 //! SQLite calls block, so they run here on one dedicated `std::thread` rather than on the async
 //! runtime; one writer also means one write transaction at a time, which is all SQLite allows.
 
+mod compaction;
+mod retention;
+
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::config::EmbeddedLogSettings;
 use super::error::{EmbeddedLogError, Result};
 use super::partition::partition_for_key;
-use super::schema::{self, from_sql_int, sql_int};
+use super::schema::{self, sql_int};
 use super::state::SharedState;
-use super::telemetry::{BatchCommitted, BatchFailed, CommitsRecovered, RetentionApplied};
+use super::telemetry::{BatchCommitted, BatchFailed, CommitsRecovered};
 use crate::{Position, RawRecord};
 
 /// Most records one retention pass deletes per partition, so a pass never holds the write lock
@@ -41,6 +43,8 @@ pub(crate) enum WriterCommand {
     Append(Box<PendingAppend>),
     /// Run a retention pass now and report how many records it deleted.
     EnforceRetention(oneshot::Sender<std::result::Result<u64, String>>),
+    /// Compact every whole chunk of consumed records now and report how many it compacted.
+    Compact(oneshot::Sender<std::result::Result<u64, String>>),
     /// Write what is queued, then stop.
     Close,
 }
@@ -73,6 +77,9 @@ pub(crate) struct Writer {
     last_failure_log: Option<Instant>,
     last_retention: Instant,
     retention_backlog: bool,
+    last_compaction: Instant,
+    /// Set when a compaction pass stopped at its budget with chunks left.
+    compaction_backlog: bool,
 }
 
 impl Writer {
@@ -94,6 +101,8 @@ impl Writer {
             last_failure_log: None,
             last_retention: Instant::now(),
             retention_backlog: false,
+            last_compaction: Instant::now(),
+            compaction_backlog: false,
         }
     }
 
@@ -108,35 +117,43 @@ impl Writer {
                     Err(_) => break,
                 }
             } else {
-                match commands.recv_timeout(self.until_retention()) {
+                let wait = self.until_retention().min(self.until_compaction());
+                match commands.recv_timeout(wait) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.maybe_enforce_retention();
+                        self.maybe_compact();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
             let mut batch = Vec::new();
-            let mut retention_waiters = Vec::new();
-            closing |= sort_command(first, &mut batch, &mut retention_waiters);
+            let mut waiters = Waiters::default();
+            closing |= sort_command(first, &mut batch, &mut waiters);
             // Group commit: take whatever else is already queued, up to the batch bound.
             while batch.len() < self.settings.max_batch_records.get() {
                 match commands.try_recv() {
-                    Ok(command) => {
-                        closing |= sort_command(command, &mut batch, &mut retention_waiters)
-                    }
+                    Ok(command) => closing |= sort_command(command, &mut batch, &mut waiters),
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.write_batch(batch);
             }
-            if retention_waiters.is_empty() {
+            if waiters.retention.is_empty() {
                 self.maybe_enforce_retention();
             } else {
                 let outcome = self.enforce_retention().map_err(|error| error.to_string());
-                for waiter in retention_waiters {
+                for waiter in waiters.retention {
+                    let _ = waiter.send(outcome.clone());
+                }
+            }
+            if waiters.compaction.is_empty() {
+                self.maybe_compact();
+            } else {
+                let outcome = self.compact(None).map_err(|error| error.to_string());
+                for waiter in waiters.compaction {
                     let _ = waiter.send(outcome.clone());
                 }
             }
@@ -294,73 +311,6 @@ impl Writer {
         .emit();
     }
 
-    fn maybe_enforce_retention(&mut self) {
-        if self.until_retention() > Duration::ZERO {
-            return;
-        }
-        if let Err(error) = self.enforce_retention() {
-            tracing::warn!(%error, "raw log retention pass failed, retried at the next interval");
-            self.retention_backlog = false;
-        }
-    }
-
-    /// Deletes, per partition, the prefix of records that every group consumed and that is
-    /// older than the retention age or beyond the retention count. Returns the records deleted.
-    fn enforce_retention(&mut self) -> Result<u64> {
-        self.last_retention = Instant::now();
-        self.refresh_offsets_if_stale()?;
-        let retention_ms = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(retention_ms);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut deletions = Vec::new();
-        let mut backlog = false;
-        for partition in 0..self.shared.partitions {
-            let start = self.log_start_offsets[partition as usize];
-            let next = self.next_offsets[partition as usize];
-            let plan = plan_deletion(
-                &tx,
-                partition,
-                start,
-                next,
-                self.settings.retention_max_records,
-                cutoff_ms,
-            )?;
-            let Some((delete_end, more)) = plan else {
-                continue;
-            };
-            let deleted = tx.execute(
-                "DELETE FROM log_records WHERE partition_id = ?1 AND log_offset < ?2",
-                (i64::from(partition), sql_int(delete_end)),
-            )?;
-            tx.execute(
-                "UPDATE log_partitions SET log_start_offset = ?1 WHERE partition_id = ?2",
-                (sql_int(delete_end), i64::from(partition)),
-            )?;
-            backlog |= more;
-            deletions.push((partition, delete_end, deleted as u64));
-        }
-        tx.commit()?;
-        self.retention_backlog = backlog;
-        let mut total = 0;
-        for (partition, log_start_offset, deleted) in deletions {
-            self.log_start_offsets[partition as usize] = log_start_offset;
-            self.shared
-                .set_log_start_offset(partition, log_start_offset);
-            total += deleted;
-            let records_held = self.shared.records_held();
-            RetentionApplied {
-                partition,
-                deleted,
-                log_start_offset,
-                records_held,
-            }
-            .emit();
-        }
-        Ok(total)
-    }
-
     /// Folds the WAL back into the main file on a clean stop, so the next open starts small.
     fn checkpoint(&self) {
         let outcome = self
@@ -378,11 +328,18 @@ impl Writer {
     }
 }
 
-/// Files a command into the batch or the retention waiters; returns whether it was `Close`.
+/// Who waits for an on-demand retention or compaction pass.
+#[derive(Default)]
+struct Waiters {
+    retention: Vec<oneshot::Sender<std::result::Result<u64, String>>>,
+    compaction: Vec<oneshot::Sender<std::result::Result<u64, String>>>,
+}
+
+/// Files a command into the batch or the waiters; returns whether it was `Close`.
 fn sort_command(
     command: WriterCommand,
     batch: &mut Vec<PendingAppend>,
-    retention_waiters: &mut Vec<oneshot::Sender<std::result::Result<u64, String>>>,
+    waiters: &mut Waiters,
 ) -> bool {
     match command {
         WriterCommand::Append(append) => {
@@ -390,81 +347,13 @@ fn sort_command(
             false
         }
         WriterCommand::EnforceRetention(waiter) => {
-            retention_waiters.push(waiter);
+            waiters.retention.push(waiter);
+            false
+        }
+        WriterCommand::Compact(waiter) => {
+            waiters.compaction.push(waiter);
             false
         }
         WriterCommand::Close => true,
     }
-}
-
-/// Returns where this pass deletes up to (exclusive) in `partition`, and whether more would be
-/// deletable after it (the pass hit its bound), or `None` when nothing is deletable.
-fn plan_deletion(
-    conn: &Connection,
-    partition: u32,
-    start: u64,
-    next: u64,
-    retention_max_records: Option<u64>,
-    cutoff_ms: i64,
-) -> rusqlite::Result<Option<(u64, bool)>> {
-    let consumed_end = min_committed(conn, partition)?.min(next);
-    if consumed_end <= start {
-        return Ok(None);
-    }
-    let scan_end = consumed_end.min(start + RETENTION_MAX_DELETE_PER_PASS);
-    let count_end = retention_max_records.map_or(start, |keep| next.saturating_sub(keep));
-    let age_end = first_young_offset(conn, partition, start, scan_end, cutoff_ms)?;
-    let delete_end = age_end.max(count_end).min(scan_end);
-    if delete_end <= start {
-        return Ok(None);
-    }
-    Ok(Some((
-        delete_end,
-        delete_end == scan_end && scan_end < consumed_end,
-    )))
-}
-
-/// Returns the lowest offset committed for `partition` by every group (a group that never
-/// committed this partition counts as 0; no group at all means nothing is consumed).
-fn min_committed(conn: &Connection, partition: u32) -> rusqlite::Result<u64> {
-    let groups: i64 = conn.query_row(
-        "SELECT COUNT(DISTINCT group_id) FROM consumer_offsets",
-        [],
-        |row| row.get(0),
-    )?;
-    if groups == 0 {
-        return Ok(0);
-    }
-    let (committed_groups, lowest): (i64, Option<i64>) = conn.query_row(
-        "SELECT COUNT(*), MIN(next_offset) FROM consumer_offsets WHERE partition_id = ?1",
-        [i64::from(partition)],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    if committed_groups < groups {
-        return Ok(0);
-    }
-    Ok(lowest.map_or(0, from_sql_int))
-}
-
-/// Returns the first offset in `start..end` whose record was received at or after `cutoff_ms`,
-/// or `end` if every record there is older. Reads only up to that record.
-fn first_young_offset(
-    conn: &Connection,
-    partition: u32,
-    start: u64,
-    end: u64,
-    cutoff_ms: i64,
-) -> rusqlite::Result<u64> {
-    let mut statement = conn.prepare_cached(
-        "SELECT log_offset, received_at_ms FROM log_records \
-         WHERE partition_id = ?1 AND log_offset >= ?2 AND log_offset < ?3 ORDER BY log_offset",
-    )?;
-    let mut rows = statement.query((i64::from(partition), sql_int(start), sql_int(end)))?;
-    while let Some(row) = rows.next()? {
-        let received_at_ms: i64 = row.get(1)?;
-        if received_at_ms >= cutoff_ms {
-            return Ok(from_sql_int(row.get(0)?));
-        }
-    }
-    Ok(end)
 }

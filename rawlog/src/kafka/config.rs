@@ -162,8 +162,8 @@ pub struct KafkaLogConfig {
     pub forwarder_backoff_max_ms: u64,
     /// The local durable spool (an embedded log) that takes pushes while Kafka cannot. The
     /// defaults are those of `[log.embedded]` except `path` (`<data_dir>/spool.db`),
-    /// `retention_hours` (0: forwarded records are deleted at the next retention pass) and
-    /// `retention_check_interval_ms` (10000).
+    /// `retention_hours` (0: forwarded records are deleted at the next retention pass),
+    /// `retention_check_interval_ms` (10000) and `compact` (off: nothing stays to compact).
     #[serde(deserialize_with = "deserialize_spool")]
     pub spool: EmbeddedLogConfig,
 }
@@ -190,8 +190,10 @@ impl Default for KafkaLogConfig {
 /// Returns the spool defaults: `[log.embedded]`'s, with forwarded records deleted promptly.
 pub fn default_spool() -> EmbeddedLogConfig {
     EmbeddedLogConfig {
-        retention_hours: 0,
+        retention_hours: Some(0),
         retention_check_interval_ms: 10_000,
+        // Forwarded records are deleted at the next pass: nothing stays long enough to compact.
+        compact: false,
         ..EmbeddedLogConfig::default()
     }
 }
@@ -207,6 +209,11 @@ fn deserialize_spool<'de, D: Deserializer<'de>>(
         Ok(serde_json::Value::Object(defaults)) => defaults,
         _ => return Err(D::Error::custom("spool defaults are not a table")),
     };
+    // A spool table that sets its age in days replaces the default in hours rather than
+    // clashing with it (setting both in the table is still an error).
+    if table.contains_key("retention_days") {
+        merged.remove("retention_hours");
+    }
     merged.extend(table);
     serde_json::from_value(serde_json::Value::Object(merged)).map_err(D::Error::custom)
 }
@@ -447,7 +454,7 @@ mod tests {
             settings.spool.path,
             PathBuf::from("/var/lib/callhook/spool.db")
         );
-        assert_eq!(settings.spool.retention, Duration::ZERO);
+        assert_eq!(settings.spool.retention, Some(Duration::ZERO));
         assert_eq!(settings.direct_message_timeout(), Duration::from_secs(3));
         assert_eq!(settings.message_max_bytes(), 1_000_000);
         assert!(settings.producer.is_empty());
@@ -466,12 +473,21 @@ mod tests {
         assert_eq!(config.spool.path.as_deref(), Some(Path::new("/spool/s.db")));
         assert_eq!(config.spool.max_unconsumed_records, 10);
         // Unset spool fields take the spool defaults, not `[log.embedded]`'s.
-        assert_eq!(config.spool.retention_hours, 0);
+        assert_eq!(config.spool.retention_hours, Some(0));
         let settings = config.validate(Path::new("/data")).unwrap();
         assert_eq!(settings.spool.path, PathBuf::from("/spool/s.db"));
         assert_eq!(settings.ack_timeout, Duration::from_millis(500));
         assert!(toml::from_str::<KafkaLogConfig>("brokerz = \"k\"\n").is_err());
-        assert!(toml::from_str::<KafkaLogConfig>("[spool]\nretention_days = 1\n").is_err());
+        let in_days: KafkaLogConfig = toml::from_str("[spool]\nretention_days = 1\n").unwrap();
+        assert_eq!(
+            in_days
+                .spool
+                .validate(Path::new("/data"))
+                .unwrap()
+                .retention,
+            Some(Duration::from_secs(24 * 3600))
+        );
+        assert!(toml::from_str::<KafkaLogConfig>("[spool]\nretention_dayz = 1\n").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::{ranges_text, CheckOptions, CheckReport, OffsetRange, Severity};
 use crate::embedded::schema::{from_sql_int, sql_int};
+use crate::embedded::segment;
 
 /// Per partition: gaps, a missing prefix or suffix, consumed records the log no longer holds,
 /// and records that only the dropped WAL frames held.
@@ -25,8 +26,33 @@ pub(super) fn check_bookkeeping(
         .collect::<rusqlite::Result<_>>()?;
     let mut lost = Vec::new();
     let recorded = recorded_gaps(conn)?;
+    let has_segments = segment::table_exists(conn)?;
     for (partition, start, next) in stored {
-        let present = offsets_of(conn, partition)?;
+        let mut present = Vec::new();
+        if has_segments {
+            // A damaged segment's offsets count as present here (so they are not named twice)
+            // and are reported, and counted as lost, by their own finding.
+            for (meta, outcome) in segment::scan_partition(conn, partition)? {
+                match outcome {
+                    Ok(offsets) => present.extend(offsets),
+                    Err(reason) => {
+                        let range = OffsetRange {
+                            partition,
+                            from: meta.first_offset,
+                            through: meta.last_offset + 1,
+                        };
+                        report.add(
+                            Severity::Loss,
+                            format!("partition {partition}: compacted segment {range} ({} record(s)) does not decode: {reason}; readers get its records as undecodable", meta.record_count),
+                        );
+                        lost.push(range);
+                        present.extend(meta.first_offset..=meta.last_offset);
+                    }
+                }
+            }
+        }
+        present.extend(offsets_of(conn, partition)?);
+        present.sort_unstable();
         report.records += present.len() as u64;
         let mut next_after = next;
         if let Some(highest) = present.last().copied() {
@@ -135,11 +161,29 @@ fn offsets_of(conn: &Connection, partition: u32) -> rusqlite::Result<Vec<u64>> {
 }
 
 fn all_offsets(conn: &Connection) -> rusqlite::Result<BTreeSet<(u32, u64)>> {
-    conn.prepare("SELECT partition_id, log_offset FROM log_records")?
+    let mut offsets: BTreeSet<(u32, u64)> = conn
+        .prepare("SELECT partition_id, log_offset FROM log_records")?
         .query_map([], |row| {
             Ok((row.get::<_, u32>(0)?, from_sql_int(row.get(1)?)))
         })?
-        .collect()
+        .collect::<rusqlite::Result<_>>()?;
+    if segment::table_exists(conn)? {
+        // A segment's range is enough here: its own decoding is checked per partition.
+        let ranges: Vec<(u32, u64, u64)> = conn
+            .prepare("SELECT partition_id, first_offset, last_offset FROM log_segments")?
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    from_sql_int(row.get(1)?),
+                    from_sql_int(row.get(2)?),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (partition, first, last) in ranges {
+            offsets.extend((first..=last).map(|offset| (partition, offset)));
+        }
+    }
+    Ok(offsets)
 }
 
 /// Returns the offsets of `start..next` that `present` (sorted) lacks, as ranges.
