@@ -15,6 +15,7 @@ use callhook_normalizer::{
 };
 use callhook_rawlog::embedded::{EmbeddedLogConfig, EmbeddedLogSettings};
 use callhook_rawlog::kafka::{KafkaLogConfig, KafkaLogSettings};
+use callhook_reconcile::{ReconcileConfig, ReconcileSettings};
 use callhook_sinks::{
     KafkaSinkConfig, KafkaSinkSettings, PostgresSinkConfig, ProjectionSettings, SqliteSinkConfig,
     SqliteSinkSettings,
@@ -114,6 +115,10 @@ pub struct SourceConfig {
     /// Authentication (`[sources.<name>.auth]`), off by default.
     #[serde(default)]
     pub auth: SourceAuthConfig,
+    /// Reconciliation with the 7moor v7 CDR query API (`[sources.<name>.reconcile]`, 7moor
+    /// sources only), off by default.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 fn default_utc_offset() -> String {
@@ -128,6 +133,7 @@ impl SourceConfig {
             utc_offset: default_utc_offset(),
             max_body_bytes: None,
             auth: SourceAuthConfig::default(),
+            reconcile: None,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Settings {
     pub ingest_sources: BTreeMap<String, SourceSettings>,
     /// The mapper's sources.
     pub map_sources: HashMap<String, SourceContext>,
+    /// The sources reconciled with the 7moor CDR query API, by name.
+    pub reconcile: BTreeMap<String, ReconcileSettings>,
     /// The raw log.
     pub log: EmbeddedLogSettings,
     /// The loop.
@@ -217,9 +225,15 @@ impl Config {
         }
         let mut ingest_sources = BTreeMap::new();
         let mut map_sources = HashMap::new();
+        let mut reconcile = BTreeMap::new();
         for (name, source) in self.effective_sources() {
             let (ingest, context) = validate_source(&name, &source)
                 .with_context(|| format!("in `[sources.{name}]`"))?;
+            if let Some(settings) = validate_reconcile(&name, &source, &context)
+                .with_context(|| format!("in `[sources.{name}.reconcile]`"))?
+            {
+                reconcile.insert(name.clone(), settings);
+            }
             ingest_sources.insert(name.clone(), ingest);
             map_sources.insert(name, context);
         }
@@ -247,6 +261,7 @@ impl Config {
             ingest: self.ingest.validate().context("in `[ingest]`")?,
             ingest_sources,
             map_sources,
+            reconcile,
             log: self
                 .log
                 .embedded
@@ -337,6 +352,25 @@ fn validate_source(
     Ok((ingest, context))
 }
 
+/// Validates a source's reconcile table, if any: 7moor sources only (the CDR query API is
+/// 7moor v7's).
+fn validate_reconcile(
+    name: &str,
+    source: &SourceConfig,
+    context: &SourceContext,
+) -> anyhow::Result<Option<ReconcileSettings>> {
+    let Some(config) = &source.reconcile else {
+        return Ok(None);
+    };
+    if context.dialect != Dialect::SevenMoor {
+        bail!(
+            "reconciliation needs dialect `7moor` (it queries the 7moor v7 CDR API), not `{}`",
+            source.dialect
+        );
+    }
+    Ok(Some(config.validate(name, context.utc_offset)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +428,36 @@ mod tests {
         let config =
             Config::parse("[sources.x]\ndialect = \"7moor\"\nutc_offset = \"CST\"").unwrap();
         assert!(format!("{:#}", config.validate().err().unwrap()).contains("CST"));
+    }
+
+    #[test]
+    fn test_reconcile_is_validated_for_7moor_sources_only() {
+        let table = "[sources.m7.reconcile]\nbase_url = \"http://127.0.0.1:1\"\nappkey = \"2000144\"\nsecret = \"sk\"\n";
+        let settings = Config::parse(&format!("[sources.m7]\ndialect = \"7moor\"\n{table}"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let reconcile = &settings.reconcile["m7"];
+        assert_eq!(reconcile.source, "m7");
+        assert_eq!(reconcile.utc_offset.to_string(), "+08:00");
+        let wrong =
+            Config::parse(&format!("[sources.m7]\ndialect = \"uincall\"\n{table}")).unwrap();
+        let error = format!("{:#}", wrong.validate().err().unwrap());
+        assert!(
+            error.contains("[sources.m7.reconcile]") && error.contains("dialect"),
+            "{error}"
+        );
+        let long = Config::parse(&format!(
+            "[sources.m7]\ndialect = \"7moor\"\n{table}window_seconds = 700000\n"
+        ))
+        .unwrap();
+        let error = format!("{:#}", long.validate().err().unwrap());
+        assert!(error.contains("window_seconds"), "{error}");
+        let unknown = Config::parse(&format!(
+            "[sources.m7]\ndialect = \"7moor\"\n{table}window = 3\n"
+        ));
+        assert!(format!("{:#}", unknown.err().unwrap()).contains("window"));
+        assert!(Config::default().validate().unwrap().reconcile.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod config;
 mod dead_letters;
 mod log_check;
 mod logging;
+mod reconcile;
 mod replay;
 mod replay_kafka;
 mod stages;
@@ -57,6 +58,9 @@ enum Command {
     /// The raw log's tools.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Run one reconciliation pass of a 7moor source against the 7moor v7 CDR query API:
+    /// print the CDRs checked, missing and backfilled (`--dry-run`: append nothing).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,8 @@ fn main() -> ExitCode {
             .and_then(|settings| replay::run(args, settings)),
         Command::DeadLetters(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| dead_letters::run(args, settings)),
+        Command::Reconcile(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|settings| reconcile::run(args, settings)),
         Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -220,6 +226,19 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         println!(
             "source `{name}`: dialect {}, utc_offset {}",
             source.dialect, source.utc_offset
+        );
+    }
+    for (name, reconcile) in &settings.reconcile {
+        println!(
+            "source `{name}`: reconciled with {} every {} s over {} s{}",
+            reconcile.base_url,
+            reconcile.interval.as_secs(),
+            reconcile.window.num_seconds(),
+            if reconcile.enabled {
+                ""
+            } else {
+                " (periodic pass disabled)"
+            }
         );
     }
     println!(

@@ -240,11 +240,18 @@ fn test_grafana_provisioning_matches_the_compose_mounts() {
 
 const LOCKED_SOURCE: &str = "[sources.locked]\ndialect = \"7moor\"\n[sources.locked.auth]\ntoken = \"deploy-metrics-token-0123\"\n";
 
+/// A reconciled source, so that the reconciliation series exist (at 0; the API address refuses
+/// connections, which only counts `unreachable` errors).
+const RECONCILED_SOURCE: &str = "[sources.reconciled]\ndialect = \"7moor\"\n[sources.reconciled.reconcile]\nbase_url = \"http://127.0.0.1:1\"\nappkey = \"2000144\"\nsecret = \"sk\"\n";
+
 /// Starts the embedded `callhook serve` and drives a push down every path that creates a
 /// lazily labelled series (acknowledged, duplicate, dead letter, 401, 404), then scrapes it.
 fn embedded_families(families: &mut BTreeMap<String, Family>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!("{}\n{LOCKED_SOURCE}", common::fixture_config());
+    let config = format!(
+        "{}\n{LOCKED_SOURCE}\n{RECONCILED_SOURCE}",
+        common::fixture_config()
+    );
     let server = common::Server::start(&dir.path().join("data"), Some(&config));
     let pushes = common::fixture_pushes();
     let mut seen_vendors = BTreeSet::new();
@@ -453,7 +460,10 @@ fn test_ingest_and_normalize_configs_agree() {
 #[test]
 fn test_alerted_families_exist_at_zero_before_any_push() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!("{}\n{LOCKED_SOURCE}", common::fixture_config());
+    let config = format!(
+        "{}\n{LOCKED_SOURCE}\n{RECONCILED_SOURCE}",
+        common::fixture_config()
+    );
     let server = common::Server::start(&dir.path().join("data"), Some(&config));
     let (status, text) = server.admin_get("/metrics");
     assert_eq!(status, 200);

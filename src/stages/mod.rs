@@ -8,6 +8,9 @@
 //! | `ingest` (Kafka mode) | the raw topic | yes | no |
 //! | `normalize` (Kafka mode) | no | no | a consumer-group member |
 //!
+//! Where the process receives (`serve`, `ingest`), reconciliation with the 7moor CDR query API
+//! runs beside the receiver for every source with `[sources.<name>.reconcile]` ([`reconcile`]).
+//!
 //! Every normalizer runs under a [`callhook_normalizer::supervisor::Supervisor`]: when it
 //! stops by itself, `/readyz` turns `503` with the reason, an ERROR line says what happened,
 //! `callhook_normalizer_state` shows it, and it is restarted with backoff.
@@ -18,9 +21,10 @@
 //! stay in the raw log for the next start.
 
 mod listeners;
-mod log;
+pub(crate) mod log;
 mod normalizer;
 mod readiness;
+mod reconcile;
 mod topics;
 
 use std::sync::Arc;
@@ -108,11 +112,19 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         _ => None,
     };
     let admin = Arc::new(AdminState::new(Arc::new(readiness)));
+    // Before the listeners: their series exist (at 0) by the time `/metrics` answers.
+    let reconcilers = match (command.receives(), &log) {
+        (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())?),
+        _ => None,
+    };
     let listeners = Listeners::start(public, settings.admin_listen, admin).await?;
     tracing::info!(command = command.name(), data_dir = %settings.data_dir.display(), kafka = settings.kafka.is_some(), "callhook running");
 
     shutdown_signal().await;
     tracing::info!("shutdown requested: draining in-flight requests");
+    if let Some(reconcilers) = reconcilers {
+        reconcilers.stop().await;
+    }
     listeners.stop().await;
     if let Some(supervisor) = normalizer {
         // Joining the loop's thread blocks until its batch is committed.

@@ -1,5 +1,6 @@
-//! Test-only helpers shared by the Kafka and PostgreSQL tests.
+//! Test-only helpers shared by the end-to-end tests.
 //!
+//! [`fake_7moor::Fake7moor`] is a fake of the 7moor v7 CDR query API (reconciliation tests).
 //! [`Postgres`] starts a real PostgreSQL server ([`postgres`]); [`projections`] reads the
 //! SQLite and PostgreSQL sinks' tables in one comparable form.
 //!
@@ -10,6 +11,7 @@
 //! ([`python`]). In-memory storage means a restarted broker starts empty: tests that stop the
 //! broker re-create what they need.
 
+pub mod fake_7moor;
 pub mod postgres;
 pub mod projections;
 pub mod python;

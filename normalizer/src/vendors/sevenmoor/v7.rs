@@ -11,7 +11,10 @@
 //! | `mediaFailreason` | `call.media_failure` |
 //! | `login` / `logout` | `agent.logged_in` / `agent.logged_out` |
 //!
-//! Dedupe key: `7moor.v7:eid:<eventUniqueId>:<hash>`; the link push (no eventUniqueId):
+//! Dedupe key of a `cdr` push with a call id (`callUniqueId`, else `_id`): `7moor.v7:cdr:<call
+//! id>`, one CDR per call, so that the reconciliation backfill of a CDR and its webhook are
+//! duplicates of each other whichever comes first. Other pushes:
+//! `7moor.v7:eid:<eventUniqueId>:<hash>`; the link push (no eventUniqueId):
 //! `7moor.v7:uid:<uniqueId>:<hash>`; with neither, `7moor.v7:derived:<call id>:<callEvent>:
 //! <time>:<hash>` (call id: `callUniqueId`, `superUniqueId`, `_id`; time: `statusTime`,
 //! `endTime`, `hangupTime` as sent), where a missing time is replaced by the receive bucket
@@ -102,13 +105,23 @@ fn flatten_content(mut payload: Map<String, Value>) -> Result<Map<String, Value>
 }
 
 fn dedupe_key(fields: &Fields, hash: &str, received_at: DateTime<Utc>) -> String {
+    let first = |keys: &[&str]| keys.iter().find_map(|key| fields.peek_str(key));
+    let is_cdr = fields
+        .peek_str("pushType")
+        .is_some_and(|push_type| push_type.eq_ignore_ascii_case("cdr"));
+    if is_cdr {
+        // One CDR per call: the webhook and the reconciliation backfill (built from the CDR
+        // query, so a different body) must share a key for the second to be a duplicate.
+        if let Some(call_id) = first(&["callUniqueId", "_id"]) {
+            return format!("{DIALECT_V7}:cdr:{call_id}");
+        }
+    }
     if let Some(event_id) = fields.peek_str("eventUniqueId") {
         return format!("{DIALECT_V7}:eid:{event_id}:{hash}");
     }
     if let Some(unique_id) = fields.peek_str("uniqueId") {
         return format!("{DIALECT_V7}:uid:{unique_id}:{hash}");
     }
-    let first = |keys: &[&str]| keys.iter().find_map(|key| fields.peek_str(key));
     let call_id = first(&["callUniqueId", "superUniqueId", "_id"]).unwrap_or_default();
     let call_event = fields.peek_str("callEvent").unwrap_or_default();
     let when = first(&["statusTime", "endTime", "hangupTime"])
@@ -343,5 +356,23 @@ mod tests {
         assert_eq!(dedupe_key(&derived, "h", at), "7moor.v7:derived:s:ring:1:h");
         let no_time = Fields::new(object(json!({"callUniqueId": "c"})), zone);
         assert_eq!(dedupe_key(&no_time, "h", at), "7moor.v7:derived:c::rb0:h");
+    }
+
+    #[test]
+    fn test_cdr_key_is_the_call_id_alone() {
+        let at = DateTime::UNIX_EPOCH;
+        let zone = crate::push::china_offset();
+        let webhook = Fields::new(
+            object(json!({"pushType": "cdr", "eventUniqueId": "e", "callUniqueId": "c"})),
+            zone,
+        );
+        assert_eq!(dedupe_key(&webhook, "h1", at), "7moor.v7:cdr:c");
+        let query_shape = Fields::new(object(json!({"pushType": "CDR", "_id": "c"})), zone);
+        assert_eq!(dedupe_key(&query_shape, "h2", at), "7moor.v7:cdr:c");
+        let no_call = Fields::new(
+            object(json!({"pushType": "cdr", "eventUniqueId": "e"})),
+            zone,
+        );
+        assert_eq!(dedupe_key(&no_call, "h", at), "7moor.v7:eid:e:h");
     }
 }
