@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use callhook_ingest::{IngestConfig, IngestSettings, SourceAuthConfig, SourceSettings};
+use callhook_ingest::{
+    IngestConfig, IngestSettings, RateLimitConfig, SourceAuthConfig, SourceSettings, TapAccess,
+};
 use callhook_normalizer::{
     Dialect, KafkaConsumerSettings, NormalizerConfig, NormalizerSettings, SourceContext,
 };
@@ -22,6 +24,8 @@ use callhook_sinks::{
 };
 use chrono::FixedOffset;
 use serde::Deserialize;
+
+use crate::console::config::{validate_token, ConsoleConfig, ConsoleSettings};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +47,19 @@ pub struct Config {
     pub sink: SinkConfig,
     /// The sources, by name (`/hooks/{name}`). Empty: `7moor`, `coocenter`, `uincall` with defaults.
     pub sources: BTreeMap<String, SourceConfig>,
+    /// The admin listener's `/tap`.
+    pub admin: AdminConfig,
+    /// The operations console (off by default).
+    pub console: ConsoleConfig,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token of `/tap` (`callhook tap --token`), at least 16 characters. Without it
+    /// `/tap` is served only when `admin_listen` is a loopback address.
+    pub tap_token: Option<String>,
 }
 
 impl Default for Config {
@@ -56,6 +73,8 @@ impl Default for Config {
             normalizer: NormalizerConfig::default(),
             sink: SinkConfig::default(),
             sources: BTreeMap::new(),
+            admin: AdminConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -112,6 +131,11 @@ pub struct SourceConfig {
     /// This source's body limit in bytes, overriding `[ingest] max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Pushes per second accepted from this source, with a burst:
+    /// `rate_limit = { per_second = 50, burst = 100 }`. Over it: `429` with `Retry-After`,
+    /// nothing stored. Off by default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
     /// Authentication (`[sources.<name>.auth]`), off by default.
     #[serde(default)]
     pub auth: SourceAuthConfig,
@@ -132,6 +156,7 @@ impl SourceConfig {
             account: None,
             utc_offset: default_utc_offset(),
             max_body_bytes: None,
+            rate_limit: None,
             auth: SourceAuthConfig::default(),
             reconcile: None,
         }
@@ -139,6 +164,7 @@ impl SourceConfig {
 }
 
 /// Everything validated, ready to build the stages.
+#[derive(Clone)]
 pub struct Settings {
     /// See [`Config::data_dir`].
     pub data_dir: PathBuf,
@@ -166,6 +192,10 @@ pub struct Settings {
     pub projections: ProjectionSettings,
     /// Kafka mode; `None` in embedded mode.
     pub kafka: Option<KafkaModeSettings>,
+    /// Who may open `/tap`; `None`: nobody (no token and the admin listener not on loopback).
+    pub tap_access: Option<TapAccess>,
+    /// The console, when enabled.
+    pub console: Option<ConsoleSettings>,
 }
 
 /// The validated Kafka-mode sections.
@@ -271,6 +301,20 @@ impl Config {
             sqlite,
             projections,
             kafka: self.validate_kafka_mode()?,
+            tap_access: self.tap_access()?,
+            console: self.console.validate().context("in `[console]`")?,
+        })
+    }
+
+    /// `/tap` needs the bearer token when one is set; without one it is open on a loopback
+    /// admin listener only.
+    fn tap_access(&self) -> anyhow::Result<Option<TapAccess>> {
+        let token =
+            validate_token("tap_token", self.admin.tap_token.as_deref()).context("in `[admin]`")?;
+        Ok(match token {
+            Some(token) => Some(TapAccess::Token(token)),
+            None if self.admin_listen.ip().is_loopback() => Some(TapAccess::Open),
+            None => None,
         })
     }
 
@@ -348,7 +392,11 @@ fn validate_source(
     context.account = source.account.clone().filter(|a| !a.trim().is_empty());
     context.utc_offset = utc_offset;
     context.redact_params = vec![source.auth.token_query_param.clone()];
-    let ingest = SourceSettings::new(auth, source.max_body_bytes)?;
+    let rate_limit = source
+        .rate_limit
+        .map(|limit| limit.validate())
+        .transpose()?;
+    let ingest = SourceSettings::new(auth, source.max_body_bytes)?.with_rate_limit(rate_limit);
     Ok((ingest, context))
 }
 

@@ -107,16 +107,7 @@ pub fn run(args: DeadLettersArgs, settings: Settings) -> anyhow::Result<()> {
             }
         }
         DeadLettersCommand::Show { raw_ref } => {
-            let filter = DeadLetterFilter {
-                raw_ref: Some(raw_ref.clone()),
-                include_resolved: true,
-                ..DeadLetterFilter::default()
-            };
-            let Some(letter) = sink.dead_letters(&filter)?.pop() else {
-                bail!("no dead letter with raw_ref `{raw_ref}`");
-            };
-            let record = read_raw(&settings, &raw_ref)?;
-            print!("{}", show(&letter, record.as_ref()));
+            print!("{}", show_text(&settings, &sink, &raw_ref)?);
         }
         DeadLettersCommand::Redrive(selection) => {
             let outcome = redrive(&settings, &mut sink, &selection.filter(false)?)?;
@@ -136,9 +127,28 @@ pub fn run(args: DeadLettersArgs, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns one dead letter and its raw push as received, as `show` prints it (the console
+/// shows the same text, escaped for HTML on top).
+pub(crate) fn show_text(
+    settings: &Settings,
+    sink: &SqliteSink,
+    raw_ref: &str,
+) -> anyhow::Result<String> {
+    let filter = DeadLetterFilter {
+        raw_ref: Some(raw_ref.to_owned()),
+        include_resolved: true,
+        ..DeadLetterFilter::default()
+    };
+    let Some(letter) = sink.dead_letters(&filter)?.pop() else {
+        bail!("no dead letter with raw_ref `{raw_ref}`");
+    };
+    let record = read_raw(settings, raw_ref)?;
+    Ok(show(&letter, record.as_ref()))
+}
+
 /// Redrives the open dead letters `filter` selects; returns the outcome and how many had no
-/// raw record left (retention) to map.
-fn redrive(
+/// raw record left (retention) to map. The console's redrive calls it too.
+pub(crate) fn redrive(
     settings: &Settings,
     sink: &mut SqliteSink,
     filter: &DeadLetterFilter,

@@ -1,6 +1,7 @@
 //! `callhook`: parse arguments, load config, initialise logging and metrics, run a command.
 
 mod config;
+mod console;
 mod dead_letters;
 mod log_check;
 mod logging;
@@ -8,6 +9,7 @@ mod reconcile;
 mod replay;
 mod replay_kafka;
 mod stages;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +57,12 @@ enum Command {
     /// List the dead letters, show one with its raw push, or redrive them through the current
     /// mapping.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Print, live, the canonical events (or with --raw the raw pushes) flowing through a
+    /// running callhook, read from its admin listener's `/tap`.
+    Tap(tap::client::TapArgs),
+    /// Benchmark: render times of the console's pages against a large database.
+    #[command(hide = true)]
+    BenchConsole(console::bench::BenchArgs),
     /// The raw log's tools.
     #[command(subcommand)]
     Log(LogCommand),
@@ -142,6 +150,8 @@ fn main() -> ExitCode {
             .and_then(|settings| dead_letters::run(args, settings)),
         Command::Reconcile(args) => load_settings(args.config.as_deref(), args.data_dir.clone())
             .and_then(|settings| reconcile::run(args, settings)),
+        Command::Tap(args) => tap::client::run(args),
+        Command::BenchConsole(args) => console::bench::run(args),
         Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -5,7 +5,8 @@
 //! normalizer: its loop runs), followed by `: <detail>` for a degraded but ready state (e.g.
 //! the Kafka log's spool in use), and `503 not ready: <reason>` otherwise, so a load balancer
 //! stops sending pushes we would refuse and a supervisor sees a stalled normalizer.
-//! `/metrics` is the Prometheus text of the default registry.
+//! `/metrics` is the Prometheus text of the default registry. `/tap` streams the tap
+//! ([`crate::tap`]) when the process has one.
 
 use std::sync::Arc;
 
@@ -13,10 +14,11 @@ use bytes::Bytes;
 use callhook_rawlog::LogAppender;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use prometheus::{Encoder as _, TextEncoder};
 
 use crate::metrics::metrics;
+use crate::tap::{self, AdminBody, TapAccess, TapHub};
 
 /// What `/readyz` reports.
 pub trait Readiness: Send + Sync + 'static {
@@ -38,31 +40,46 @@ impl Readiness for LogReadiness {
 /// State of the admin listener.
 pub struct AdminState {
     readiness: Arc<dyn Readiness>,
+    tap: Option<(Arc<TapHub>, TapAccess)>,
 }
 
 impl AdminState {
     /// Builds the admin state over what `/readyz` reports.
     pub fn new(readiness: Arc<dyn Readiness>) -> Self {
-        AdminState { readiness }
+        AdminState {
+            readiness,
+            tap: None,
+        }
+    }
+
+    /// Serves `/tap` from `hub` to the clients `access` lets in.
+    pub fn with_tap(mut self, hub: Arc<TapHub>, access: TapAccess) -> Self {
+        self.tap = Some((hub, access));
+        self
     }
 
     /// Answers one admin request.
-    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<AdminBody> {
         let path = request.uri().path();
-        if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
-            return text(StatusCode::NOT_FOUND, "not found".into());
+        let tap = self.tap.as_ref().filter(|_| path == "/tap");
+        if !matches!(path, "/metrics" | "/healthz" | "/readyz") && tap.is_none() {
+            return text(StatusCode::NOT_FOUND, "not found".into()).map(|body| body.boxed());
         }
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
             let allow = HeaderValue::from_static("GET, HEAD");
             response.headers_mut().insert(ALLOW, allow);
-            return response;
+            return response.map(|body| body.boxed());
         }
-        match path {
+        if let Some((hub, access)) = tap {
+            return tap::handle(hub, access, &request);
+        }
+        let response = match path {
             "/metrics" => render_metrics(),
             "/healthz" => text(StatusCode::OK, "ok".into()),
             _ => self.readiness().await,
-        }
+        };
+        response.map(|body| body.boxed())
     }
 
     async fn readiness(&self) -> Response<Full<Bytes>> {

@@ -11,6 +11,7 @@ use http::HeaderName;
 use serde::Deserialize;
 
 use crate::auth::SourceAuth;
+use crate::rate_limit::RateLimit;
 
 /// The default body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -246,11 +247,13 @@ fn validate_selected_header(name: &str) -> Result<HeaderName> {
     Ok(header)
 }
 
-/// Runtime settings of one configured source: its auth and an optional own body limit.
+/// Runtime settings of one configured source: its auth, an optional own body limit and an
+/// optional rate limit.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSettings {
     pub(crate) auth: SourceAuth,
     pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 impl SourceSettings {
@@ -263,7 +266,14 @@ impl SourceSettings {
         Ok(Self {
             auth,
             max_body_bytes,
+            rate_limit: None,
         })
+    }
+
+    /// Sets the source's rate limit (`sources.<name>.rate_limit`); `None` leaves it off.
+    pub fn with_rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
+        self.rate_limit = rate_limit;
+        self
     }
 }
 

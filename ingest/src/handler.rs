@@ -24,8 +24,10 @@ use crate::config::{validate_source_name, ConfigError, IngestSettings, SourceSet
 use crate::events::{PushAcked, PushRejected};
 use crate::metrics::{metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::partition_key::partition_key;
+use crate::rate_limit::{retry_after_seconds, TokenBucket};
 use crate::record::{build_record, now_millis, RecordMeta};
 use crate::request_id::next_request_id;
+use crate::tap::{TapHub, TapItem, TapKind};
 
 /// Why a push was refused. Nothing is stored for any of them.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,12 @@ pub enum IngestError {
     /// The body could not be read (the client closed the connection, bad chunk framing).
     #[error("request body could not be read")]
     BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The source is over its rate limit.
+    #[error("source is over its rate limit; retry in {retry_after_seconds} s")]
+    RateLimited {
+        /// Whole seconds until the bucket has a token again (at least 1).
+        retry_after_seconds: u64,
+    },
     /// The raw log did not make the record durable.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -70,17 +78,19 @@ impl IngestError {
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Append(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The reason labels of a refusal on a configured source, other than auth failures (as
     /// [`IngestError::reason`] returns them).
-    pub const SOURCE_REASONS: [&'static str; 6] = [
+    pub const SOURCE_REASONS: [&'static str; 7] = [
         "method_not_allowed",
         "body_too_large",
         "body_timeout",
         "body_incomplete",
+        "rate_limited",
         "overloaded",
         "unavailable",
     ];
@@ -99,6 +109,7 @@ impl IngestError {
             IngestError::BodyTooLarge { .. } => "body_too_large",
             IngestError::BodyTimeout(_) => "body_timeout",
             IngestError::BodyRead(_) => "body_incomplete",
+            IngestError::RateLimited { .. } => "rate_limited",
             IngestError::Append(error) => error.reason(),
         }
     }
@@ -109,6 +120,7 @@ impl IngestError {
         let text = match self {
             IngestError::Auth(_) => "unauthorized",
             IngestError::Append(_) => "raw log unavailable, retry later",
+            IngestError::RateLimited { .. } => "rate limited, retry later",
             _ => self.status().canonical_reason().unwrap_or("error"),
         };
         let mut response = text_response(self.status(), Bytes::from_static(text.as_bytes()));
@@ -119,6 +131,11 @@ impl IngestError {
             }
             IngestError::Append(error) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(error.retry_after_seconds()));
+            }
+            IngestError::RateLimited {
+                retry_after_seconds,
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             // The unread rest of the body makes the connection unusable.
             IngestError::BodyTooLarge { .. }
@@ -146,6 +163,8 @@ struct Source {
     name: String,
     settings: SourceSettings,
     metrics: SourceMetrics,
+    /// The token bucket of `settings.rate_limit`.
+    bucket: Option<TokenBucket>,
 }
 
 /// The receiver state shared by every connection: settings, sources, and the raw log.
@@ -153,6 +172,7 @@ pub struct Receiver {
     settings: IngestSettings,
     sources: HashMap<String, Source>,
     appender: Arc<dyn LogAppender>,
+    tap: Option<Arc<TapHub>>,
 }
 
 impl Receiver {
@@ -169,6 +189,9 @@ impl Receiver {
             let source = Source {
                 metrics: metrics().for_source(&name),
                 name: name.clone(),
+                bucket: source_settings
+                    .rate_limit
+                    .map(|limit| TokenBucket::new(limit, Instant::now())),
                 settings: source_settings,
             };
             by_name.insert(name, source);
@@ -177,7 +200,14 @@ impl Receiver {
             settings,
             sources: by_name,
             appender,
+            tap: None,
         })
+    }
+
+    /// Publishes every acknowledged push on `hub`'s raw stream (while someone listens).
+    pub fn with_tap(mut self, hub: Arc<TapHub>) -> Self {
+        self.tap = Some(hub);
+        self
     }
 
     /// Returns the receiver's settings.
@@ -275,10 +305,27 @@ impl Receiver {
             secret_query_param: auth.token_query_param(),
         };
         auth::check_body(auth, &parts.headers, &body)?;
+        // After auth (a client without the credentials cannot spend the vendor's budget) and
+        // after the body is read (the connection stays usable for the retry).
+        if let Some(bucket) = &source.bucket {
+            bucket
+                .try_take(Instant::now())
+                .map_err(|wait| IngestError::RateLimited {
+                    retry_after_seconds: retry_after_seconds(wait),
+                })?;
+        }
         let key = partition_key(&source.name, parts.uri.query(), &body);
         let body_bytes = body.len();
         let record = build_record(&parts, body, &meta);
+        let tapped = self
+            .tap
+            .as_ref()
+            .filter(|hub| hub.wants_raw())
+            .map(|hub| (hub, record.clone()));
         let position = self.appender.append(key, record).await?;
+        if let Some((hub, record)) = tapped {
+            hub.publish(raw_tap_item(&record, position));
+        }
         PushAcked {
             source: &source.name,
             metrics: &source.metrics,
@@ -289,6 +336,33 @@ impl Receiver {
         }
         .emit();
         Ok(())
+    }
+}
+
+/// The tap item of an acknowledged push: its metadata and its body as text (bytes that are
+/// not UTF-8 replaced).
+fn raw_tap_item(
+    record: &callhook_rawlog::RawRecord,
+    position: callhook_rawlog::Position,
+) -> TapItem {
+    let json = serde_json::json!({
+        "kind": "raw",
+        "source": record.source,
+        "received_at": record.received_at,
+        "position": position.to_string(),
+        "request_id": record.request_id,
+        "method": record.method,
+        "content_type": record.content_type,
+        "query": record.query,
+        "remote_addr": record.remote_addr,
+        "body": String::from_utf8_lossy(&record.body),
+    });
+    TapItem {
+        kind: TapKind::Raw,
+        source: record.source.clone(),
+        event_type: None,
+        call_id: None,
+        json: json.to_string(),
     }
 }
 
@@ -372,6 +446,13 @@ mod tests {
                 IngestError::BodyTimeout(Duration::from_secs(1)),
                 408,
                 "body_timeout",
+            ),
+            (
+                IngestError::RateLimited {
+                    retry_after_seconds: 2,
+                },
+                429,
+                "rate_limited",
             ),
             (AppendError::Overloaded("pending").into(), 503, "overloaded"),
             (

@@ -20,6 +20,7 @@
 //! | `413` | body over `max_body_bytes`, by `Content-Length` or while streaming | `Connection: close` |
 //! | `408` | body not received within `body_read_timeout_ms` | `Connection: close` |
 //! | `400` | body unreadable (client hung up, broken chunking) | `Connection: close` |
+//! | `429` | the source is over its `rate_limit` ([`rate_limit`]) | `Retry-After` |
 //! | `503` | the raw log refused the append ([`callhook_rawlog::AppendError`]) | `Retry-After` |
 //!
 //! Vendor data never yields a `500` or a panic. Every response carries `x-request-id`, the id
@@ -39,9 +40,11 @@
 //!
 //! - [`config`]: the `[ingest]` table and per-source settings, validated without I/O;
 //! - [`auth`]: per-source token, IP allowlist, HMAC, Standard Webhooks, CooCenter checks;
+//! - [`rate_limit`]: the per-source token bucket behind `429`;
 //! - `handler`: routing, limits, the record and the ack; `server`: accept loops, connection
 //!   limits and idle shedding, timeouts, graceful shutdown, and [`serve_io`] (one connection
-//!   over any byte stream, for the fuzz harness); `admin`: `/metrics`, `/healthz`, `/readyz`;
+//!   over any byte stream, for the fuzz harness); `admin`: `/metrics`, `/healthz`, `/readyz`,
+//!   `/tap`; [`tap`]: the lossy live fan-out behind `callhook tap` and the console;
 //!   `fd_limit`: [`raise_fd_limit`];
 //! - `metrics` and `events`: the `callhook_ingest_*` metrics and the typed events that update
 //!   them; `partition_key`, `record`, `request_id`: helpers of the handler.
@@ -54,9 +57,11 @@ mod fd_limit;
 mod handler;
 mod metrics;
 mod partition_key;
+pub mod rate_limit;
 mod record;
 mod request_id;
 mod server;
+pub mod tap;
 
 pub use admin::{AdminState, LogReadiness, Readiness};
 pub use auth::{
@@ -66,4 +71,6 @@ pub use auth::{
 pub use config::{ConfigError, IngestConfig, IngestSettings, SourceSettings};
 pub use fd_limit::raise_fd_limit;
 pub use handler::{IngestError, Receiver};
-pub use server::{run, run_admin, serve_io};
+pub use rate_limit::{RateLimit, RateLimitConfig};
+pub use server::{run, run_admin, run_service, serve_io};
+pub use tap::{AdminBody, ChannelBody, TapAccess, TapFilter, TapHub, TapItem, TapKind};

@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod push;
 pub mod replay;
 pub mod supervisor;
+pub mod tap;
 mod telemetry;
 pub mod time;
 pub mod vendors;

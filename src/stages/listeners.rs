@@ -1,5 +1,5 @@
-//! The HTTP listeners of the Kafka-mode commands: the public receiver (when the process
-//! receives) and the admin listener, bound, announced and stopped together.
+//! The HTTP listeners of the commands: the public receiver (when the process receives), the
+//! admin listener and the console (when enabled), bound, announced and stopped together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +17,15 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the receiver on `public` (if any) and the admin listener, prints the
-    /// machine-readable line `callhook listening [public=ADDR ]admin=ADDR` (for scripts and
-    /// tests that bind port 0), and serves until [`Listeners::stop`].
+    /// Binds the receiver on `public` (if any), the admin listener and the console (if any),
+    /// prints the machine-readable line `callhook listening [public=ADDR ]admin=ADDR
+    /// [console=ADDR]` (for scripts and tests that bind port 0), and serves until
+    /// [`Listeners::stop`].
     pub async fn start(
         public: Option<(SocketAddr, Arc<Receiver>)>,
         admin_listen: SocketAddr,
         admin: Arc<AdminState>,
+        console: Option<(SocketAddr, Arc<crate::console::Console>)>,
     ) -> anyhow::Result<Listeners> {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -49,8 +51,25 @@ impl Listeners {
         tasks.push(tokio::spawn(callhook_ingest::run_admin(
             admin_listener,
             admin,
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         )));
+        if let Some((listen, console)) = console {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (console)"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(console_addr = %addr, "console listening");
+            line.push_str(&format!(" console={addr}"));
+            let handler = move |request, peer| {
+                let console = Arc::clone(&console);
+                async move { console.handle(request, peer).await }
+            };
+            tasks.push(tokio::spawn(callhook_ingest::run_service(
+                listener,
+                handler,
+                stopped(stop_rx),
+            )));
+        }
         println!("{line}");
         Ok(Listeners { stop, tasks })
     }

@@ -30,7 +30,7 @@ mod topics;
 use std::sync::Arc;
 
 use anyhow::Context;
-use callhook_ingest::{AdminState, Receiver};
+use callhook_ingest::{AdminState, Receiver, TapHub};
 
 use crate::config::Settings;
 use listeners::Listeners;
@@ -100,24 +100,46 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
             .map(RawLog::appender),
         normalizer: normalizer.as_ref().map(|supervisor| supervisor.health()),
     };
+    // The live fan-out of `/tap` and the console: raw pushes from the receiver, committed
+    // events from the normalizer, whichever of them this process runs.
+    let tap = Arc::new(TapHub::default());
+    if command.normalizes() {
+        crate::tap::install_feed(&tap);
+    }
     let public = match (command.receives(), &log) {
         (true, Some(log)) => {
             let receiver = Receiver::new(
                 settings.ingest.clone(),
                 settings.ingest_sources.clone(),
                 log.appender(),
-            )?;
+            )?
+            .with_tap(Arc::clone(&tap));
             Some((settings.listen, Arc::new(receiver)))
         }
         _ => None,
     };
-    let admin = Arc::new(AdminState::new(Arc::new(readiness)));
+    let mut admin = AdminState::new(Arc::new(readiness));
+    if let Some(access) = settings.tap_access.clone() {
+        admin = admin.with_tap(Arc::clone(&tap), access);
+    }
     // Before the listeners: their series exist (at 0) by the time `/metrics` answers.
     let reconcilers = match (command.receives(), &log) {
         (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())?),
         _ => None,
     };
-    let listeners = Listeners::start(public, settings.admin_listen, admin).await?;
+    let console = match &settings.console {
+        Some(console) => Some((
+            console.listen,
+            Arc::new(crate::console::Console::new(
+                &settings,
+                console,
+                Arc::clone(&tap),
+            )?),
+        )),
+        None => None,
+    };
+    let listeners =
+        Listeners::start(public, settings.admin_listen, Arc::new(admin), console).await?;
     tracing::info!(command = command.name(), data_dir = %settings.data_dir.display(), kafka = settings.kafka.is_some(), "callhook running");
 
     shutdown_signal().await;
@@ -125,6 +147,8 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     if let Some(reconcilers) = reconcilers {
         reconcilers.stop().await;
     }
+    // Tap and console streams never end by themselves: end them so the listeners can drain.
+    tap.close();
     listeners.stop().await;
     if let Some(supervisor) = normalizer {
         // Joining the loop's thread blocks until its batch is committed.

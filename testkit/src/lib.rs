@@ -10,7 +10,11 @@
 //! then the installed wheel, and is otherwise installed on first use into the target directory
 //! ([`python`]). In-memory storage means a restarted broker starts empty: tests that stop the
 //! broker re-create what they need.
+//!
+//! [`chromium`] drives Debian's headless Chromium over the DevTools protocol (the console's
+//! browser test).
 
+pub mod chromium;
 pub mod fake_7moor;
 pub mod postgres;
 pub mod projections;

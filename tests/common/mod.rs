@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The console's address, when the config enables it.
+    pub console: Option<SocketAddr>,
     pub data_dir: PathBuf,
 }
 
@@ -68,10 +70,14 @@ impl Server {
         }
         let (public, admin) =
             parse_listening(&line).unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let console = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("console=")?.parse().ok());
         Ok(Server {
             child,
             public,
             admin,
+            console,
             data_dir: data_dir.to_owned(),
         })
     }

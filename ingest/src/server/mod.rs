@@ -63,7 +63,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -123,13 +122,36 @@ pub async fn run(
     serve(listener, options, handler, shutdown).await;
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
+/// Serves `/metrics`, `/healthz`, `/readyz` (and `/tap`) on `listener` until `shutdown` resolves.
 pub async fn run_admin(
     listener: TcpListener,
     admin: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let options = ServeOptions {
+    let handler = move |request: Request<Incoming>, _peer: SocketAddr| {
+        let admin = Arc::clone(&admin);
+        async move { admin.handle(request).await }
+    };
+    serve(listener, admin_options(), handler, shutdown).await;
+}
+
+/// Serves any other HTTP service on `listener` with the admin listener's limits (a few
+/// private clients: the console) until `shutdown` resolves.
+pub async fn run_service<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(listener, admin_options(), handler, shutdown).await;
+}
+
+fn admin_options() -> ServeOptions {
+    ServeOptions {
         limits: Limits {
             max_connections: ADMIN_MAX_CONNECTIONS,
             max_per_address: ADMIN_MAX_CONNECTIONS,
@@ -139,12 +161,7 @@ pub async fn run_admin(
         max_header_bytes: ADMIN_MAX_HEADER_BYTES,
         write_timeout: ADMIN_WRITE_TIMEOUT,
         telemetry: None,
-    };
-    let handler = move |request: Request<Incoming>, _peer: SocketAddr| {
-        let admin = Arc::clone(&admin);
-        async move { admin.handle(request).await }
-    };
-    serve(listener, options, handler, shutdown).await;
+    }
 }
 
 struct ServeOptions {
@@ -182,14 +199,16 @@ impl<H> Listener<H> {
     }
 }
 
-async fn serve<H, F>(
+async fn serve<H, F, B>(
     listener: TcpListener,
     options: ServeOptions,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let registry = Registry::new(options.limits);
     let shared = Arc::new(Listener {
@@ -341,14 +360,16 @@ enum FirstBytes {
 
 /// Serves one connection until it closes; its registration is dropped last, once the socket
 /// is closed, so open sockets never outnumber the limit.
-async fn serve_connection<H, F>(
+async fn serve_connection<H, F, B>(
     stream: TcpStream,
     peer: SocketAddr,
     registration: Registration,
     listener: Arc<Listener<H>>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _open = listener
         .telemetry

@@ -265,6 +265,7 @@ impl PendingBatch {
         metrics: &NormalizerMetrics,
     ) {
         mapper.remember(&self.batch.items);
+        crate::tap::committed(&self.batch.items);
         BatchProcessed {
             records: self.records(),
             outcomes: &self.outcomes,
