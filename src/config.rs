@@ -18,7 +18,10 @@ use callhook_normalizer::{
 use callhook_rawlog::embedded::{EmbeddedLogConfig, EmbeddedLogSettings};
 use callhook_rawlog::kafka::{KafkaLogConfig, KafkaLogSettings};
 use callhook_reconcile::{ReconcileConfig, ReconcileSettings};
-use callhook_sinks::{KafkaSinkConfig, KafkaSinkSettings, SqliteSinkConfig, SqliteSinkSettings};
+use callhook_sinks::{
+    KafkaSinkConfig, KafkaSinkSettings, PostgresSinkConfig, ProjectionSettings, SqliteSinkConfig,
+    SqliteSinkSettings,
+};
 use chrono::FixedOffset;
 use serde::Deserialize;
 
@@ -107,6 +110,8 @@ pub enum LogKind {
 pub struct SinkConfig {
     /// The SQLite sink (`[sink.sqlite]`).
     pub sqlite: SqliteSinkConfig,
+    /// The PostgreSQL sink (`[sink.postgres]`), on when its `url` is set.
+    pub postgres: PostgresSinkConfig,
     /// The Kafka sink (`[sink.kafka]`, Kafka mode only).
     pub kafka: KafkaSinkConfig,
 }
@@ -179,8 +184,12 @@ pub struct Settings {
     pub log: EmbeddedLogSettings,
     /// The loop.
     pub normalizer: NormalizerSettings,
-    /// The SQLite sink.
+    /// The SQLite sink's file (read by the operator commands even when the normalizer does
+    /// not write it).
     pub sqlite: SqliteSinkSettings,
+    /// The projection sinks the normalizer writes: SQLite unless disabled, PostgreSQL when
+    /// configured; at least one.
+    pub projections: ProjectionSettings,
     /// Kafka mode; `None` in embedded mode.
     pub kafka: Option<KafkaModeSettings>,
     /// Who may open `/tap`; `None`: nobody (no token and the admin listener not on loopback).
@@ -258,6 +267,23 @@ impl Config {
             ingest_sources.insert(name.clone(), ingest);
             map_sources.insert(name, context);
         }
+        let sqlite = self
+            .sink
+            .sqlite
+            .validate(&self.data_dir)
+            .context("in `[sink.sqlite]`")?;
+        let postgres = self
+            .sink
+            .postgres
+            .validate()
+            .context("in `[sink.postgres]`")?;
+        if !self.sink.sqlite.enabled && postgres.is_none() {
+            bail!("`[sink.sqlite] enabled = false` needs `[sink.postgres] url`: the normalizer needs a sink to commit to");
+        }
+        let projections = ProjectionSettings {
+            sqlite: self.sink.sqlite.enabled.then(|| sqlite.clone()),
+            postgres,
+        };
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
@@ -272,11 +298,8 @@ impl Config {
                 .validate(&self.data_dir)
                 .context("in `[log.embedded]`")?,
             normalizer: self.normalizer.validate().map_err(anyhow::Error::msg)?,
-            sqlite: self
-                .sink
-                .sqlite
-                .validate(&self.data_dir)
-                .context("in `[sink.sqlite]`")?,
+            sqlite,
+            projections,
             kafka: self.validate_kafka_mode()?,
             tap_access: self.tap_access()?,
             console: self.console.validate().context("in `[console]`")?,
@@ -324,7 +347,13 @@ impl Config {
                 .kafka
                 .validate(log.client_config())
                 .context("in `[sink.kafka]`")?;
-            if [&sink.events_topic, &sink.dead_letters_topic].contains(&&log.raw_topic) {
+            if [
+                &sink.events_topic,
+                &sink.dead_letters_topic,
+                &sink.calls_topic,
+            ]
+            .contains(&&log.raw_topic)
+            {
                 bail!(
                     "`[sink.kafka]` topics must differ from the raw topic `{}`",
                     log.raw_topic
@@ -498,6 +527,30 @@ mod tests {
         let mode = kafka.kafka.expect("kafka mode");
         assert_eq!(mode.consumer.topic, "callhook.raw");
         assert_eq!(mode.sink.expect("sink").events_topic, "callhook.events");
+    }
+
+    #[test]
+    fn test_postgres_sink_beside_or_instead_of_sqlite() {
+        let defaults = Config::default().validate().unwrap();
+        assert!(defaults.projections.sqlite.is_some());
+        assert!(defaults.projections.postgres.is_none());
+        let both = Config::parse("[sink.postgres]\nurl = \"postgres://callhook@db/callhook\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(both.projections.sqlite.is_some() && both.projections.postgres.is_some());
+        let only = Config::parse(
+            "[sink.sqlite]\nenabled = false\n[sink.postgres]\nurl = \"postgres://db/callhook\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(only.projections.sqlite.is_none() && only.projections.postgres.is_some());
+        let none = Config::parse("[sink.sqlite]\nenabled = false").unwrap();
+        let error = format!("{:#}", none.validate().err().unwrap());
+        assert!(error.contains("[sink.postgres] url"), "{error}");
+        let bad = Config::parse("[sink.postgres]\nurl = \"postgres://db\"\nsslmode = \"verify\"");
+        assert!(format!("{:#}", bad.err().unwrap()).contains("verify"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub fn run(
     }
     let target = match args.dry_run {
         true => ReplayTarget::DryRun,
-        false => ReplayTarget::Topic(target_sink(args, kafka)?),
+        false => ReplayTarget::Topic(Box::new(target_sink(args, kafka)?)),
     };
     if let ReplayTarget::Topic(sink) = &target {
         ensure_target_topic(kafka, sink)?;
@@ -94,6 +94,7 @@ fn ensure_target_topic(kafka: &KafkaModeSettings, sink: &KafkaSinkSettings) -> a
         name: &sink.events_topic,
         partitions: sink.topic_partitions.get(),
         replication_factor: sink.topic_replication_factor,
+        configs: &[],
     };
     let status = runtime
         .block_on(ensure_topic_with(

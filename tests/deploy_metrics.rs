@@ -137,6 +137,42 @@ fn test_deploy_configs_and_commands_are_accepted_by_the_binary() {
     }
 }
 
+/// The "calls" dashboard reads the provisioned PostgreSQL datasource, which names the compose
+/// service the normalizers write. (Its SQL runs against the real schema in
+/// tests/e2e_postgres.rs.)
+#[test]
+fn test_calls_dashboard_reads_the_provisioned_postgres_datasource() {
+    let compose = compose();
+    let datasources = read_yaml("deploy/grafana/provisioning/datasources/postgres.yml");
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(
+        datasource["type"].as_str(),
+        Some("grafana-postgresql-datasource")
+    );
+    let url = datasource["url"].as_str().expect("datasource url");
+    let host = url.split(':').next().expect("host:port");
+    assert!(
+        !compose["services"][host].is_null(),
+        "datasource url {url} names no compose service"
+    );
+    let normalize = std::fs::read_to_string(repo_path("deploy/callhook/normalize.toml")).unwrap();
+    assert!(
+        normalize.contains(&format!("@{url}/")),
+        "the normalizers do not write the database Grafana reads ({url})"
+    );
+    let uid = datasource["uid"].as_str().expect("uid");
+    let dashboard = read_json("deploy/grafana/dashboards/calls.json");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 4);
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], uid, "panel {}", panel["title"]);
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            assert_eq!(target["datasource"]["uid"], uid, "panel {}", panel["title"]);
+            assert!(target["rawSql"].is_string(), "panel {}", panel["title"]);
+        }
+    }
+}
+
 #[test]
 fn test_grafana_provisioning_matches_the_compose_mounts() {
     let compose = compose();
@@ -256,12 +292,19 @@ fn embedded_families(families: &mut BTreeMap<String, Family>) {
 
 /// A deploy config (`deploy/callhook/<file>`) pointed at the test broker; the listeners and the
 /// data directory are overridden on the command line, everything else runs as deployed.
-fn deploy_config_for(file: &str, brokers: &str) -> String {
+fn deploy_config_for(file: &str, brokers: &str, postgres_url: &str) -> String {
     let text = std::fs::read_to_string(repo_path(file)).expect(file);
     let mut config: toml::Table = toml::from_str(&text).expect(file);
     let log = config["log"].as_table_mut().expect("[log]");
     let kafka = log["kafka"].as_table_mut().expect("[log.kafka]");
     kafka.insert("brokers".into(), brokers.into());
+    if let Some(postgres) = config
+        .get_mut("sink")
+        .and_then(|sink| sink.get_mut("postgres"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        postgres.insert("url".into(), postgres_url.into());
+    }
     toml::to_string(&config).expect("toml")
 }
 
@@ -272,15 +315,18 @@ fn kafka_mode_families(families: &mut BTreeMap<String, Family>) {
     use common::kafka::KafkaProcess;
     let broker = callhook_testkit::KafkaBroker::start();
     let brokers = broker.bootstrap_servers();
+    // The compose stack's normalizers write PostgreSQL too: a real one stands in for it.
+    let postgres = callhook_testkit::Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let ingest_config = deploy_config_for("deploy/callhook/ingest.toml", &brokers);
+    let ingest_config = deploy_config_for("deploy/callhook/ingest.toml", &brokers, &postgres.url());
     let ingest = KafkaProcess::start(
         "ingest",
         "ingest",
         &dir.path().join("ingest"),
         &ingest_config,
     );
-    let normalize_config = deploy_config_for("deploy/callhook/normalize.toml", &brokers);
+    let normalize_config =
+        deploy_config_for("deploy/callhook/normalize.toml", &brokers, &postgres.url());
     let normalize = KafkaProcess::start(
         "normalize",
         "normalize",

@@ -512,6 +512,100 @@ fn test_ingest_acknowledges_through_a_broker_outage_and_every_acked_push_arrives
     assert_eq!(ingest.terminate().code(), Some(0));
 }
 
+fn pg_count(pg: &callhook_testkit::Postgres, sql: &str) -> i64 {
+    pg.psql(sql).trim().parse().unwrap_or(0)
+}
+
+/// Two normalizers on two "hosts" (data directories of their own, SQLite off) share one
+/// PostgreSQL: one is SIGKILLed under load; every acknowledged push is in PostgreSQL exactly
+/// once and every `calls` row is the fold of its call's events.
+#[test]
+fn test_two_normalizers_on_two_hosts_share_one_postgres_exactly_once() {
+    let pg = callhook_testkit::Postgres::start();
+    let broker = start_broker(4);
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = format!(
+        "{SOURCES_7MOOR}\n[sink.sqlite]\nenabled = false\n[sink.postgres]\nurl = \"{}\"\nsslmode = \"disable\"\n",
+        pg.url()
+    );
+    let config = kafka_config(&brokers, 4, &postgres);
+    let ingest = KafkaProcess::start("ingest", "ingest", &dir.path().join("ingest"), &config);
+    let first = KafkaProcess::start("normalize", "host-1", &dir.path().join("host-1"), &config);
+    let second = KafkaProcess::start("normalize", "host-2", &dir.path().join("host-2"), &config);
+    wait_for("both normalizers to own partitions", FLOW_TIMEOUT, || {
+        let owned = |p: &KafkaProcess| p.metric("callhook_normalizer_assigned_partitions");
+        matches!((owned(&first), owned(&second)), (Some(a), Some(b)) if a >= 1.0 && b >= 1.0 && a + b == 4.0)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU32::new(0));
+    let poster = post_continuously(&ingest, 0, Arc::clone(&stop), Arc::clone(&acked));
+    wait_for("the first events", FLOW_TIMEOUT, || {
+        pg_count(&pg, "SELECT count(*) FROM events") >= 50
+    });
+    first.kill();
+    wait_for("the survivor to own every partition", FLOW_TIMEOUT, || {
+        second.metric("callhook_normalizer_assigned_partitions") == Some(4.0)
+    });
+    let at_kill = acked.load(Ordering::Acquire);
+    wait_for("more pushes after the take-over", FLOW_TIMEOUT, || {
+        acked.load(Ordering::Acquire) >= at_kill + 50
+    });
+    stop.store(true, Ordering::Release);
+    let expected = poster.join().unwrap().len() as i64;
+    wait_for("every push in PostgreSQL", FLOW_TIMEOUT, || {
+        pg_count(&pg, "SELECT count(*) FROM events") == expected
+            && pg_count(&pg, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'normalizer@callhook.raw'") >= expected
+    });
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT call_id) FROM events"),
+        expected
+    );
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM calls"), expected);
+    assert_eq!(
+        pg_count(
+            &pg,
+            "SELECT count(*) FROM calls c WHERE events_count = (SELECT count(*) FROM events e \
+             WHERE e.source_name = c.source AND e.call_id = c.call_id) \
+             AND last_event_type = 'call.ringing'"
+        ),
+        expected,
+        "a calls row is not the fold of its events"
+    );
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM dead_letters"), 0);
+    // The compacted calls topic has every call's row, as a `callhook.call.updated` CloudEvent
+    // keyed by source and call id, version 1 (one event folded).
+    let mut calls = TopicReader::new(&brokers, "callhook.calls");
+    calls.read_until(FLOW_TIMEOUT, |records| {
+        records
+            .iter()
+            .map(|r| r.key.clone())
+            .collect::<BTreeSet<_>>()
+            .len() as i64
+            == expected
+    });
+    for record in &calls.records {
+        assert!(record.key.starts_with("7moor/"), "{}", record.key);
+        assert_eq!(
+            record.header("ce_type").as_deref(),
+            Some("callhook.call.updated")
+        );
+        assert_eq!(record.header("callhook.version").as_deref(), Some("1"));
+        let row: Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(row["events_count"], 1);
+        assert_eq!(
+            format!("7moor/{}", row["call_id"].as_str().unwrap()),
+            record.key
+        );
+    }
+    assert!(
+        !dir.path().join("host-2").join("callhook.db").exists(),
+        "the disabled SQLite sink wrote a database"
+    );
+    assert_eq!(second.terminate().code(), Some(0));
+    assert_eq!(ingest.terminate().code(), Some(0));
+}
+
 /// The offsets a consumer group committed on `topic` (partition -> offset; none: absent).
 fn committed_offsets(brokers: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -303,6 +303,20 @@ fn normalizer_rows(rows: &mut Vec<Row>, normalizer: &Value, profile: &Profile) {
         String::new(),
         String::new(),
     ));
+    if !normalizer["sinks"].is_null() {
+        rows.push(row(
+            format!(
+                "PostgreSQL sink (local, fsync on) vs SQLite sink: the same {} mapped pushes committed, events/s",
+                thousands(number(normalizer, "/sinks/pushes") as u64)
+            ),
+            per_second(number(normalizer, "/sinks/postgres/events_per_second")),
+            format!(
+                "{} (SQLite)",
+                per_second(number(normalizer, "/sinks/sqlite/events_per_second"))
+            ),
+            format!("{:.2}", number(normalizer, "/sinks/postgres_to_sqlite")),
+        ));
+    }
 }
 
 /// The largest callhook peak RSS over the ingest and end-to-end runs, in KiB.

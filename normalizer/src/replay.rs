@@ -246,6 +246,7 @@ pub(crate) fn replayed_item(
         (
             Some(call_id),
             SinkItem::Push {
+                raw_ref,
                 source,
                 dedupe_key,
                 received_at,
@@ -258,6 +259,7 @@ pub(crate) fn replayed_item(
                 .filter(|event| event.event.data.call_id.as_deref() == Some(call_id.as_str()))
                 .collect();
             (!events.is_empty()).then_some(SinkItem::Push {
+                raw_ref,
                 source,
                 dedupe_key,
                 received_at,

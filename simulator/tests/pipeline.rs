@@ -139,6 +139,7 @@ fn commit(sink: &mut SqliteSink, flows: &[Flow], sent: &[Sent]) {
             };
             let mapped = map_push(&raw, &context(flow.dialect)).expect("generated pushes map");
             batch.items.push(SinkItem::Push {
+                raw_ref: format!("0:{}", batch.items.len()),
                 source: flow.dialect.default_source().to_owned(),
                 dedupe_key: mapped.dedupe_key,
                 received_at: sending.received_at,

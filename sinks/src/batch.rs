@@ -24,6 +24,9 @@ pub struct SinkBatch {
 pub enum SinkItem {
     /// A push that mapped to zero or more canonical events.
     Push {
+        /// Where its raw record sits (`<partition>:<offset>`, or `<topic>:<partition>:<offset>`
+        /// in Kafka mode): the dead letter's pointer if a sink refuses the push's rows.
+        raw_ref: String,
         /// The configured source name the push arrived on (the events' `data.source_name`).
         source: String,
         /// The push's dedupe key within `source`: a second push with the same key is a

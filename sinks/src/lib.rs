@@ -9,6 +9,13 @@
 //! - [`sqlite`]: the embedded SQLite sink (`<data-dir>/callhook.db`): the `events` log, the
 //!   order-independent `calls` and `agents` projections, dead letters, consumer offsets and the
 //!   persistent half of the dedupe store.
+//! - [`postgres`]: the PostgreSQL sink: the same tables with native types, for deployments
+//!   whose normalizers run on several hosts; exactly once through offsets in the same
+//!   transaction, as for SQLite.
+//! - [`projections`]: the SQLite and PostgreSQL sinks side by side ([`ProjectionSinks`]), each
+//!   with its own consumed offsets.
+//! - [`calls_fold`] and [`agents`]: the pure `calls` and `agents` row rules both databases
+//!   share, so their rows are equal for the same events.
 //! - [`kafka`]: the Kafka sink (Kafka mode): canonical events as CloudEvents in Kafka binary
 //!   mode keyed by subject, dead letters with the raw bytes; idempotent or transactional.
 //! - [`metrics`]: the `callhook_sink_*` metric families every sink shares.
@@ -18,12 +25,18 @@
 //! in one fsync'd SQLite transaction, and the consumer resumes from
 //! [`sqlite::SqliteSink::stored_offsets`]; see the [`sqlite`] module for how that is kept.
 
+pub mod agents;
 pub mod batch;
+pub mod calls_fold;
 pub mod failpoints;
 pub mod kafka;
 pub mod metrics;
+pub mod postgres;
+pub mod projections;
 pub mod sqlite;
 
 pub use batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
 pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError, KafkaSinkSettings};
+pub use postgres::{PostgresSink, PostgresSinkConfig, PostgresSinkError, PostgresSinkSettings};
+pub use projections::{ProjectionSettings, ProjectionSinks, SinkError};
 pub use sqlite::{SqliteSink, SqliteSinkConfig, SqliteSinkError, SqliteSinkSettings};

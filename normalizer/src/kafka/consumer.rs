@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use callhook_sinks::failpoints::crash_at;
-use callhook_sinks::{KafkaSink, SqliteSink, SqliteSinkSettings};
+use callhook_sinks::{KafkaSink, ProjectionSettings, ProjectionSinks};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::Offset;
@@ -42,7 +42,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// SQLite commits, delivery reports), so it runs on its own thread ([`KafkaNormalizer::run`]).
 pub struct KafkaNormalizer {
     consumer: BaseConsumer<RebalanceContext>,
-    sink: SqliteSink,
+    sink: ProjectionSinks,
     kafka_sink: Option<KafkaSink>,
     mapper: RecordMapper,
     settings: NormalizerSettings,
@@ -74,19 +74,20 @@ enum BatchKind {
 }
 
 impl KafkaNormalizer {
-    /// Builds the consumer (not yet subscribed) and opens the SQLite sink twice: one
-    /// connection commits batches, the other is the rebalance callback's, to read offsets.
+    /// Builds the consumer (not yet subscribed) and opens the projection sinks twice: one
+    /// set of connections commits batches, the other is the rebalance callback's, to read
+    /// offsets.
     /// `attempts_dir` holds the attempt journal ([`crate::pipeline::attempts`]).
     pub fn new(
         consumer_settings: &KafkaConsumerSettings,
-        sqlite: &SqliteSinkSettings,
+        sinks: &ProjectionSettings,
         kafka_sink: Option<KafkaSink>,
         sources: HashMap<String, SourceContext>,
         settings: NormalizerSettings,
         attempts_dir: &Path,
     ) -> Result<Self, PipelineError> {
-        let sink = SqliteSink::open(sqlite)?;
-        let offsets_reader = SqliteSink::open(sqlite)?;
+        let sink = ProjectionSinks::open(sinks)?;
+        let offsets_reader = ProjectionSinks::open(sinks)?;
         let loop_metrics = KafkaLoopMetrics::new();
         let sqlite_consumer = consumer_settings.sqlite_consumer();
         let context = RebalanceContext::new(
@@ -101,8 +102,7 @@ impl KafkaNormalizer {
             .map_err(KafkaPipelineError::Consumer)?;
         let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
         let metrics = NormalizerMetrics::new(mapper.source_names());
-        sink.metrics()
-            .create_dead_letter_series(crate::pipeline::records::dead_letter_reasons());
+        sink.create_dead_letter_series(crate::pipeline::records::dead_letter_reasons());
         if let Some(kafka_sink) = &kafka_sink {
             kafka_sink
                 .metrics()
@@ -175,7 +175,7 @@ impl KafkaNormalizer {
                 }
             }
             self.maybe_refresh_lag();
-            self.housekeeping.maybe_run(&self.sink);
+            self.housekeeping.maybe_run(&mut self.sink);
         }
         Ok(())
     }
@@ -351,7 +351,7 @@ impl KafkaNormalizer {
             let transactional = kafka_sink.is_transactional();
             let result = produce_batch(
                 kafka_sink,
-                &self.sink,
+                &mut self.sink,
                 &batch,
                 &self.progress.in_topics_below,
                 group.as_ref().filter(|_| transactional),
@@ -370,8 +370,13 @@ impl KafkaNormalizer {
             Ok(outcome) => outcome,
             Err(error) if error.is_retryable() => {
                 self.metrics.commit_failures.inc();
-                self.loop_metrics.abandoned_sqlite_sink.inc();
-                self.retry_later(&batch, format!("sqlite sink: {error}"));
+                match error {
+                    callhook_sinks::SinkError::Postgres(_) => {
+                        self.loop_metrics.abandoned_postgres_sink.inc()
+                    }
+                    _ => self.loop_metrics.abandoned_sqlite_sink.inc(),
+                }
+                self.retry_later(&batch, error.to_string());
                 return Ok(false);
             }
             Err(error) => return Err(error.into()),

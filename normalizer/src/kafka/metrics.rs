@@ -17,7 +17,7 @@ fn families() -> &'static Families {
     static FAMILIES: OnceLock<Families> = OnceLock::new();
     FAMILIES.get_or_init(|| Families {
         rebalances: register_int_counter_vec!("callhook_normalizer_rebalances_total", "Consumer-group rebalance callbacks, by kind (assign, revoke, error).", &["kind"]).expect("metric"),
-        abandoned: register_int_counter_vec!("callhook_normalizer_batches_abandoned_total", "Batches dropped before commit and re-read from the stored offsets, by reason (rebalance, kafka_sink, sqlite_sink).", &["reason"]).expect("metric"),
+        abandoned: register_int_counter_vec!("callhook_normalizer_batches_abandoned_total", "Batches dropped before commit and re-read from the stored offsets, by reason (rebalance, kafka_sink, sqlite_sink, postgres_sink).", &["reason"]).expect("metric"),
         assigned: register_int_gauge!("callhook_normalizer_assigned_partitions", "Raw-topic partitions assigned to this normalizer.").expect("metric"),
     })
 }
@@ -37,6 +37,8 @@ pub struct KafkaLoopMetrics {
     pub abandoned_kafka_sink: IntCounter,
     /// Batches abandoned because the SQLite sink failed.
     pub abandoned_sqlite_sink: IntCounter,
+    /// Batches abandoned because the PostgreSQL sink failed.
+    pub abandoned_postgres_sink: IntCounter,
     /// Partitions currently assigned.
     pub assigned_partitions: IntGauge,
 }
@@ -52,6 +54,7 @@ impl KafkaLoopMetrics {
             abandoned_rebalance: families.abandoned.with_label_values(&["rebalance"]),
             abandoned_kafka_sink: families.abandoned.with_label_values(&["kafka_sink"]),
             abandoned_sqlite_sink: families.abandoned.with_label_values(&["sqlite_sink"]),
+            abandoned_postgres_sink: families.abandoned.with_label_values(&["postgres_sink"]),
             assigned_partitions: families.assigned.clone(),
         }
     }

@@ -1,8 +1,15 @@
-//! The normalizer as a Kafka consumer-group member: the raw topic in, the SQLite sink and
-//! (optionally) the Kafka sink out.
+//! The normalizer as a Kafka consumer-group member: the raw topic in, the projection sinks
+//! (SQLite, PostgreSQL, or both) and (optionally) the Kafka sink out.
 //!
-//! # Guarantee: each event is in the SQLite sink exactly once; in the Kafka topics at least
-//! # once, or exactly once with transactions
+//! # Guarantee: each event is in each projection sink exactly once; in the Kafka topics at
+//! # least once, or exactly once with transactions
+//!
+//! Below, "SQLite" stands for the projection sinks ([`callhook_sinks::ProjectionSinks`]):
+//! each of SQLite and PostgreSQL commits a batch with its own offsets in one transaction, a
+//! partition is assigned at the smaller of their offsets, and a sink skips a batch it holds
+//! (see `callhook_sinks::projections`). PostgreSQL is how normalizers on several hosts share
+//! one database; the compacted calls topic gets each touched call's new row in the Kafka step
+//! ([`produce`]).
 //!
 //! - **In order per partition.** One `BaseConsumer` on the loop's own thread reads the
 //!   partitions this member is assigned (`enable.auto.commit=false`,

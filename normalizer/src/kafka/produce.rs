@@ -5,7 +5,7 @@
 //! - its offset is at or past the partition's "in topics below" mark (the group's committed
 //!   offset at assignment, advanced by every batch Kafka confirmed; see `design.md`);
 //! - for a push, its dedupe key is not earlier in the same batch, and its first event (whose
-//!   deterministic id stands for the push) is not in the SQLite sink yet: an event stored there
+//!   deterministic id stands for the push) is not in a projection sink yet: an event stored there
 //!   was produced with the batch that stored it (Kafka confirms before SQLite commits), so a
 //!   second push with that key is a vendor's re-send, dropped from the topics as it is from
 //!   SQLite.
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use callhook_sinks::kafka::KafkaDeadLetter;
 use callhook_sinks::{
-    CommitOutcome, KafkaSink, KafkaSinkError, SinkItem, SqliteSink, SqliteSinkError,
+    CommitOutcome, KafkaSink, KafkaSinkError, ProjectionSinks, SinkError, SinkItem,
 };
 use rdkafka::consumer::ConsumerGroupMetadata;
 
@@ -28,7 +28,7 @@ pub enum ProduceError {
     Kafka(#[from] KafkaSinkError),
     /// The SQLite sink could not be asked whether it holds a push's events.
     #[error("dedupe lookup failed: {0}")]
-    Sqlite(#[from] SqliteSinkError),
+    Sqlite(#[from] SinkError),
 }
 
 impl From<ProduceError> for crate::pipeline::PipelineError {
@@ -55,7 +55,7 @@ impl ProduceError {
 /// On error the batch is aborted in the sink.
 pub fn produce_batch(
     sink: &mut KafkaSink,
-    sqlite: &SqliteSink,
+    sqlite: &mut ProjectionSinks,
     batch: &KafkaBatch,
     in_topics_below: &BTreeMap<i32, i64>,
     group: Option<&ConsumerGroupMetadata>,
@@ -70,12 +70,25 @@ pub fn produce_batch(
 
 fn send_and_commit(
     sink: &mut KafkaSink,
-    sqlite: &SqliteSink,
+    sqlite: &mut ProjectionSinks,
     batch: &KafkaBatch,
     in_topics_below: &BTreeMap<i32, i64>,
     group: Option<&ConsumerGroupMetadata>,
 ) -> Result<CommitOutcome, ProduceError> {
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    // Which pushes' first events a projection sink holds, looked up for the whole batch at
+    // once (one statement for PostgreSQL, not a round trip per push).
+    let first_ids: Vec<&str> = batch
+        .pending
+        .batch
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            SinkItem::Push { events, .. } => events.first().map(|first| first.event.id.as_str()),
+            SinkItem::DeadLetter { .. } => None,
+        })
+        .collect();
+    let stored_first = sqlite.stored_events(&first_ids)?;
     for consumed in &batch.records {
         let Some(index) = consumed.item else { continue };
         let position = consumed.stored.position;
@@ -94,10 +107,9 @@ fn send_and_commit(
                 events,
                 ..
             } => {
-                let stored = match events.first() {
-                    Some(first) => sqlite.contains_event(&first.event.id)?,
-                    None => false,
-                };
+                let stored = events
+                    .first()
+                    .is_some_and(|first| stored_first.contains(first.event.id.as_str()));
                 if !seen.insert((source, dedupe_key)) || stored {
                     sink.skip_duplicate();
                     continue;
@@ -121,6 +133,11 @@ fn send_and_commit(
                 })?;
             }
         }
+    }
+    // Every call the batch touches gets its new row on the compacted calls topic, in the
+    // same batch (and transaction) as its events.
+    for row in sqlite.preview_calls(&batch.pending.batch)? {
+        sink.send_call(&row)?;
     }
     let offsets = batch.next_offsets_list();
     Ok(sink.commit_batch(group.map(|group| (&offsets, group)))?)

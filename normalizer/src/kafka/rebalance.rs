@@ -5,8 +5,8 @@
 //! only between batches: a batch is committed (or abandoned) before the loop polls again, so
 //! no sink work is ever in flight while it runs. What it does:
 //!
-//! - **Assign**: reads the partitions' next offsets from the SQLite sink (through its own
-//!   connection) and assigns each partition *at* that offset, or at the partition's start when
+//! - **Assign**: reads the partitions' next offsets from the projection sinks (through
+//!   connections of its own; the smaller of SQLite's and PostgreSQL's when both run) and assigns each partition *at* that offset, or at the partition's start when
 //!   the sink has none, so no record is read from another position first. It also reads the
 //!   group's committed offsets from Kafka: every record below one of them is already in the
 //!   Kafka topics (see `design.md`), and the loop will not produce it again.
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use callhook_sinks::SqliteSink;
+use callhook_sinks::ProjectionSinks;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
@@ -60,7 +60,7 @@ pub struct Assignment {
 pub struct RebalanceContext {
     topic: String,
     sqlite_consumer: String,
-    offsets: Mutex<SqliteSink>,
+    offsets: Mutex<ProjectionSinks>,
     assignment: Mutex<Assignment>,
     /// Per partition, `(start, end)` as of the latest statistics (the end is the last stable
     /// offset under `read_committed`): what the lag is measured with, without a request.
@@ -74,7 +74,7 @@ impl RebalanceContext {
     pub fn new(
         topic: String,
         sqlite_consumer: String,
-        offsets: SqliteSink,
+        offsets: ProjectionSinks,
         metrics: KafkaLoopMetrics,
     ) -> Self {
         RebalanceContext {
@@ -165,7 +165,7 @@ impl RebalanceContext {
     }
 
     fn stored_offsets(&self) -> Result<HashMap<i32, i64>, String> {
-        let sink = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sink = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         let mut attempt = 1;
         loop {
             match sink.stored_offsets(&self.sqlite_consumer) {

@@ -78,7 +78,7 @@ pub enum KafkaReplayError {
 /// Where the events go: a topic, or nowhere (`--dry-run` counts them).
 pub enum ReplayTarget {
     /// Produce to `settings.events_topic` (the caller sets it to `--to-topic`).
-    Topic(KafkaSinkSettings),
+    Topic(Box<KafkaSinkSettings>),
     /// Produce nothing.
     DryRun,
 }
@@ -132,7 +132,8 @@ pub fn replay_to_topic(
         .map(|(partition, (_, high))| (*partition, *high))
         .collect();
     let (mut sink, topic_name) = match target {
-        ReplayTarget::Topic(mut settings) => {
+        ReplayTarget::Topic(settings) => {
+            let mut settings = *settings;
             // Never the live producer's transactional id: that would fence it.
             settings.transactional_id = None;
             let name = settings.events_topic.clone();

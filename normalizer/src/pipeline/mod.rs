@@ -6,7 +6,8 @@
 //!   stored for this consumer (or the log start when it stored none).
 //! - One batch = consecutive records of every partition. The events, dedupe keys, dead letters
 //!   and the batch's next offsets are committed by the sink in **one** transaction
-//!   ([`SqliteSink::commit_batch`]). After a crash the loop resumes from the sink's offsets, so
+//!   ([`ProjectionSinks::commit_batch`]: the SQLite sink, the PostgreSQL sink, or both, each
+//!   with its own offsets; the loop starts from the smaller). After a crash the loop resumes from the sink's offsets, so
 //!   a record is either wholly in the sink or consumed again.
 //! - Duplicates: a push whose `(source, dedupe key)` is in the LRU front ([`DedupeCache`]) is
 //!   skipped without touching SQLite; every other push is checked authoritatively inside the
@@ -31,7 +32,7 @@
 //!   builds a fresh loop.
 //! - After the sink commit, the raw log's own committed offset for the group is advanced too,
 //!   at most once per [`RAW_LOG_COMMIT_INTERVAL`], and when the loop stops or a drain ends,
-//!   always after [`SqliteSink::sync_to_disk`] (the sink commits without an fsync each); that
+//!   always after [`ProjectionSinks::sync_to_disk`] (the sink commits without an fsync each); that
 //!   offset only drives retention, so losing (or delaying) it is harmless.
 
 mod ahead;
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::{EmbeddedLog, LogReader};
 use callhook_sinks::failpoints::crash_at;
-use callhook_sinks::{SinkItem, SqliteSink};
+use callhook_sinks::{ProjectionSinks, SinkItem};
 
 use crate::push::SourceContext;
 use crate::supervisor::{panic_message, sleep_unless_stopped, NormalizerHealth, SupervisedLoop};
@@ -78,9 +79,10 @@ pub enum PipelineError {
     /// The raw log could not be read.
     #[error("raw log read failed: {0}")]
     Log(#[from] callhook_rawlog::embedded::EmbeddedLogError),
-    /// The sink failed in a way a retry will not fix.
+    /// A projection sink (SQLite, PostgreSQL) failed; retried when
+    /// [`callhook_sinks::SinkError::is_retryable`], else the loop stops.
     #[error("sink failed: {0}")]
-    Sink(#[from] callhook_sinks::SqliteSinkError),
+    Sink(#[from] callhook_sinks::SinkError),
     /// The Kafka consumer or the Kafka sink failed in a way a retry will not fix.
     #[error("kafka: {0}")]
     Kafka(#[from] crate::kafka::KafkaPipelineError),
@@ -95,6 +97,18 @@ pub enum PipelineError {
     /// The read-ahead thread could not be started or died.
     #[error("read-ahead thread: {0}")]
     Thread(String),
+}
+
+impl From<callhook_sinks::SqliteSinkError> for PipelineError {
+    fn from(error: callhook_sinks::SqliteSinkError) -> Self {
+        PipelineError::Sink(error.into())
+    }
+}
+
+impl From<callhook_sinks::PostgresSinkError> for PipelineError {
+    fn from(error: callhook_sinks::PostgresSinkError) -> Self {
+        PipelineError::Sink(error.into())
+    }
 }
 
 /// How a pipelined run ended.
@@ -112,7 +126,7 @@ enum RunEnd {
 pub struct Normalizer {
     log: Arc<EmbeddedLog>,
     reader: LogReader,
-    sink: SqliteSink,
+    sink: ProjectionSinks,
     mapper: RecordMapper,
     settings: NormalizerSettings,
     next_offsets: Vec<u64>,
@@ -132,11 +146,12 @@ impl Normalizer {
     /// attempt journal in `attempts_dir` to find a batch a dead process left in flight.
     pub fn new(
         log: Arc<EmbeddedLog>,
-        sink: SqliteSink,
+        sink: impl Into<ProjectionSinks>,
         sources: HashMap<String, SourceContext>,
         settings: NormalizerSettings,
         attempts_dir: &Path,
     ) -> Result<Self, PipelineError> {
+        let mut sink = sink.into();
         let reader = log.reader()?;
         let partitions = reader.partitions();
         let stored: HashMap<u32, u64> = sink
@@ -167,8 +182,7 @@ impl Normalizer {
         }
         let mapper = RecordMapper::new(sources, settings.dedupe_cache_keys);
         let metrics = NormalizerMetrics::new(mapper.source_names());
-        sink.metrics()
-            .create_dead_letter_series(records::dead_letter_reasons());
+        sink.create_dead_letter_series(records::dead_letter_reasons());
         let housekeeping = Housekeeping::default();
         Ok(Normalizer {
             log,
@@ -364,7 +378,7 @@ impl Normalizer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(RunEnd::Drained),
             }
-            self.housekeeping.maybe_run(&self.sink);
+            self.housekeeping.maybe_run(&mut self.sink);
         }
     }
 

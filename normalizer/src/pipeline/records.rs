@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use callhook_rawlog::embedded::UndecodableRecord;
 use callhook_rawlog::{RawRecord, StoredRecord};
-use callhook_sinks::{CommitOutcome, SinkBatch, SinkEvent, SinkItem, SqliteSink};
+use callhook_sinks::{CommitOutcome, ProjectionSinks, SinkBatch, SinkEvent, SinkItem};
 
 use crate::dedupe::DedupeCache;
 use crate::error::MapError;
@@ -150,6 +150,7 @@ pub fn map_record(sources: &HashMap<String, SourceContext>, stored: &StoredRecor
     // letter and the loop goes on.
     match catch_unwind(AssertUnwindSafe(|| map_for_sinks(&push, ctx))) {
         Ok(Ok((dedupe_key, events))) => SinkItem::Push {
+            raw_ref: stored.position.to_string(),
             source: record.source.clone(),
             dedupe_key,
             received_at: record.received_at,
@@ -323,7 +324,7 @@ pub struct Housekeeping {
 impl Housekeeping {
     /// Counts the dead letters held if [`DEAD_LETTERS_HELD_INTERVAL`] has passed (the first
     /// call counts); a failure is logged and tried again next time.
-    pub fn maybe_run(&mut self, sink: &SqliteSink) {
+    pub fn maybe_run(&mut self, sink: &mut ProjectionSinks) {
         if self
             .held_refreshed
             .is_some_and(|at| at.elapsed() < DEAD_LETTERS_HELD_INTERVAL)

@@ -46,6 +46,7 @@ pub fn create_topics(broker: &KafkaBroker) {
             name,
             partitions,
             replication_factor: -1,
+            configs: &[],
         };
         runtime
             .block_on(ensure_topic_with(
@@ -178,7 +179,10 @@ pub fn start_with(
     let attempts = sqlite.path.with_extension("attempts");
     let normalizer = KafkaNormalizer::new(
         &consumer,
-        sqlite,
+        &callhook_sinks::ProjectionSettings {
+            sqlite: Some(sqlite.clone()),
+            postgres: None,
+        },
         Some(KafkaSink::new(sink).unwrap()),
         sources(),
         settings,

@@ -66,6 +66,8 @@ pub struct TopicSpec<'a> {
     pub partitions: u32,
     /// Replication factor when created; `-1` uses the broker's `default.replication.factor`.
     pub replication_factor: i32,
+    /// Topic configs set at creation (e.g. `cleanup.policy`); an existing topic keeps its own.
+    pub configs: &'a [(&'a str, &'a str)],
 }
 
 /// Creates topic `name` with `partitions` partitions (broker-default replication) on the
@@ -81,6 +83,7 @@ pub async fn ensure_topic(
         name,
         partitions,
         replication_factor: -1,
+        configs: &[],
     };
     ensure_topic_with(&config, &spec, DEFAULT_ADMIN_TIMEOUT).await
 }
@@ -101,11 +104,14 @@ pub async fn ensure_topic_with(
     // a channel, so awaiting it does not block the runtime.
     let admin: AdminClient<DefaultClientContext> =
         client_config.create().map_err(AdminError::Client)?;
-    let topic = NewTopic::new(
+    let mut topic = NewTopic::new(
         spec.name,
         partitions,
         TopicReplication::Fixed(spec.replication_factor),
     );
+    for (key, value) in spec.configs {
+        topic = topic.set(key, value);
+    }
     let options = AdminOptions::new()
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout));

@@ -322,6 +322,7 @@ impl Forwarder {
             name: &self.settings.raw_topic,
             partitions: self.settings.raw_topic_partitions.get(),
             replication_factor: self.settings.raw_topic_replication_factor,
+            configs: &[],
         };
         let client_config = self.settings.client_config();
         let created = self.runtime.block_on(ensure_topic_with(

@@ -248,6 +248,7 @@ async fn create_raw_topic(settings: &KafkaLogSettings) {
         name: &settings.raw_topic,
         partitions: settings.raw_topic_partitions.get(),
         replication_factor: settings.raw_topic_replication_factor,
+        configs: &[],
     };
     match ensure_topic_with(&settings.client_config(), &spec, settings.ack_timeout).await {
         Ok(TopicStatus::Created) => {

@@ -15,7 +15,7 @@
 //! byte-identical pushes.
 //!
 //! The expected `calls` row of each call is derived from the mapping docs
-//! (`normalizer/docs/<vendor>.md`) and the fold rules of `sinks/src/sqlite/calls_fold.rs`; the
+//! (`normalizer/docs/<vendor>.md`) and the fold rules of `sinks/src/calls_fold.rs`; the
 //! tests in `simulator/tests/pipeline.rs` check every scenario of every dialect against the
 //! real mapper and the real SQLite sink.
 

@@ -22,6 +22,18 @@ pub const DEFAULT_EVENTS_TOPIC: &str = "callhook.events";
 /// The default topic of dead letters.
 pub const DEFAULT_DEAD_LETTERS_TOPIC: &str = "callhook.deadletters";
 
+/// The default compacted topic of `calls` rows.
+pub const DEFAULT_CALLS_TOPIC: &str = "callhook.calls";
+
+/// Topic configs of the calls topic when callhook creates it: compacted (the latest row per
+/// call is kept), segments rolled hourly so compaction can reach them, and compacted once a
+/// tenth of the log is superseded rows.
+pub const CALLS_TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("segment.ms", "3600000"),
+    ("min.cleanable.dirty.ratio", "0.1"),
+];
+
 /// The longest `delivery_timeout_ms` accepted (one hour).
 const MAX_DELIVERY_TIMEOUT_MS: u64 = 3_600_000;
 
@@ -79,6 +91,9 @@ pub struct KafkaSinkConfig {
     pub events_topic: String,
     /// The topic of dead letters (the raw push bytes, the reason in headers).
     pub dead_letters_topic: String,
+    /// The compacted topic of `calls` rows: on every change to a call, its new row as JSON,
+    /// keyed by `<source>/<call id>`, with a version that only grows (`callhook.version`).
+    pub calls_topic: String,
     /// Partitions of each topic when callhook creates it (an existing topic keeps its own).
     pub topic_partitions: u32,
     /// Replication factor of each topic when callhook creates it; `-1` uses the broker's
@@ -104,6 +119,7 @@ impl Default for KafkaSinkConfig {
             enabled: false,
             events_topic: DEFAULT_EVENTS_TOPIC.to_owned(),
             dead_letters_topic: DEFAULT_DEAD_LETTERS_TOPIC.to_owned(),
+            calls_topic: DEFAULT_CALLS_TOPIC.to_owned(),
             topic_partitions: 6,
             topic_replication_factor: -1,
             create_topics: true,
@@ -123,6 +139,8 @@ pub struct KafkaSinkSettings {
     pub events_topic: String,
     /// See [`KafkaSinkConfig::dead_letters_topic`].
     pub dead_letters_topic: String,
+    /// See [`KafkaSinkConfig::calls_topic`].
+    pub calls_topic: String,
     /// See [`KafkaSinkConfig::topic_partitions`].
     pub topic_partitions: NonZeroU32,
     /// See [`KafkaSinkConfig::topic_replication_factor`].
@@ -143,10 +161,17 @@ impl KafkaSinkConfig {
     pub fn validate(&self, client: ClientConfig) -> Result<KafkaSinkSettings> {
         check_topic("events_topic", &self.events_topic)?;
         check_topic("dead_letters_topic", &self.dead_letters_topic)?;
+        check_topic("calls_topic", &self.calls_topic)?;
         if self.events_topic == self.dead_letters_topic {
             return Err(invalid(
                 "dead_letters_topic",
                 "must differ from `events_topic`",
+            ));
+        }
+        if [&self.events_topic, &self.dead_letters_topic].contains(&&self.calls_topic) {
+            return Err(invalid(
+                "calls_topic",
+                "must differ from `events_topic` and `dead_letters_topic` (it is compacted)",
             ));
         }
         let topic_partitions = NonZeroU32::new(self.topic_partitions)
@@ -180,6 +205,7 @@ impl KafkaSinkConfig {
             client,
             events_topic: self.events_topic.clone(),
             dead_letters_topic: self.dead_letters_topic.clone(),
+            calls_topic: self.calls_topic.clone(),
             topic_partitions,
             topic_replication_factor: self.topic_replication_factor,
             create_topics: self.create_topics,

@@ -20,6 +20,7 @@ use callhook_schemas::{canonical_time, TimeSource};
 
 use super::error::Result;
 use crate::batch::SinkEvent;
+use crate::calls_fold::CallRow;
 
 /// Header names of the two topics.
 pub mod header {
@@ -49,6 +50,72 @@ pub mod header {
     pub const DETAIL: &str = "callhook.detail";
     /// Dead letters: `<partition>:<offset>` of the raw record on the raw topic.
     pub const RAW_REF: &str = "callhook.raw_ref";
+    /// Calls topic: the row's version, the number of events folded into it (decimal); it
+    /// only grows for a call, so a consumer keeps the value with the greatest.
+    pub const VERSION: &str = "callhook.version";
+}
+
+/// The CloudEvents `type` of a calls-topic record.
+pub const CALL_UPDATED_TYPE: &str = "callhook.call.updated";
+
+/// Encodes a `calls` row for the compacted calls topic: key `<source>/<call id>` (source
+/// names cannot hold `/`), value the row as a JSON object with the table's column names,
+/// CloudEvents headers with type [`CALL_UPDATED_TYPE`] and the version header.
+pub fn encode_call(row: &CallRow) -> EncodedRecord {
+    let time = |value: &Option<chrono::DateTime<chrono::Utc>>| {
+        value.map(|time| callhook_schemas::time::canonical_time(&time))
+    };
+    let value = serde_json::json!({
+        "source": row.source,
+        "call_id": row.call_id,
+        "vendor": row.vendor,
+        "direction": row.direction.as_str(),
+        "caller": row.caller.as_ref().map(|n| n.raw.as_str()),
+        "caller_e164": row.caller.as_ref().and_then(|n| n.e164.as_deref()),
+        "callee": row.callee.as_ref().map(|n| n.raw.as_str()),
+        "callee_e164": row.callee.as_ref().and_then(|n| n.e164.as_deref()),
+        "agent_number": row.agent_number,
+        "agent_name": row.agent_name,
+        "queue": row.queue,
+        "queue_name": row.queue_name,
+        "parent_call_id": row.parent_call_id,
+        "first_event_at": time(&Some(row.first_event_at)),
+        "started_at": time(&row.started_at),
+        "ringing_at": time(&row.ringing_at),
+        "answered_at": time(&row.answered_at),
+        "ended_at": time(&row.ended_at),
+        "disposition": row.disposition.map(|d| d.as_str()),
+        "disposition_raw": row.disposition_raw,
+        "talk_seconds": row.talk_seconds,
+        "recording_url": row.recording_url,
+        "correlation": row.correlation,
+        "events_count": row.events_count,
+        "last_event_type": row.last_event_type.as_str(),
+        "last_event_at": time(&Some(row.last_event_at)),
+    });
+    let version = row.events_count.to_string();
+    let last = callhook_schemas::time::canonical_time(&row.last_event_at);
+    let headers = [
+        (header::CE_SPECVERSION, "1.0".to_owned()),
+        (
+            header::CE_ID,
+            format!("{}/{}/{version}", row.source, row.call_id),
+        ),
+        (header::CE_SOURCE, format!("callhook/{}", row.source)),
+        (header::CE_TYPE, CALL_UPDATED_TYPE.to_owned()),
+        (header::CE_SUBJECT, row.call_id.clone()),
+        (header::CE_TIME, last),
+        (header::CONTENT_TYPE, "application/json".to_owned()),
+        (header::VERSION, version),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.into_bytes()))
+    .collect();
+    EncodedRecord {
+        key: format!("{}/{}", row.source, row.call_id),
+        headers,
+        value: value.to_string().into_bytes(),
+    }
 }
 
 /// One record ready to be produced.

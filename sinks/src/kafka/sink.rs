@@ -171,6 +171,13 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Enqueues a call's new `calls` row for the compacted calls topic.
+    pub fn send_call(&mut self, row: &crate::calls_fold::CallRow) -> Result<()> {
+        let record = super::encode::encode_call(row);
+        let topic = self.settings.calls_topic.clone();
+        self.enqueue(&topic, &record)
+    }
+
     /// Counts a push of the batch that is not produced because the topics already hold it
     /// (a vendor's re-send, by its dedupe key).
     pub fn skip_duplicate(&mut self) {

@@ -25,6 +25,9 @@ const MAX_CALL_CACHE_CALLS: usize = 10_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqliteSinkConfig {
+    /// Whether the normalizer writes this database. Default true; `false` leaves only the
+    /// PostgreSQL sink (`[sink.postgres]`), which must then be configured.
+    pub enabled: bool,
     /// The database file. A relative path is taken relative to the data directory; when
     /// absent, the file is `<data-dir>/callhook.db`.
     pub path: Option<PathBuf>,
@@ -44,6 +47,7 @@ pub struct SqliteSinkConfig {
 impl Default for SqliteSinkConfig {
     fn default() -> Self {
         SqliteSinkConfig {
+            enabled: true,
             path: None,
             busy_timeout_ms: 5_000,
             dedupe_window_hours: None,

@@ -24,7 +24,7 @@
 //!
 //! The `calls` and `agents` projections are order-independent by construction: a `calls` row is
 //! a fold of its call's events whose result does not depend on their order, kept up to date
-//! event by event ([`calls_fold`], and `calls.rs` for the in-memory folds of recent calls), and
+//! event by event ([`crate::calls_fold`], and `calls.rs` for the in-memory folds of recent calls), and
 //! an `agents` row is only replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
 //! the same whatever the arrival order.
 //!
@@ -36,12 +36,10 @@
 //! and connections may read the file concurrently (WAL readers do not block the writer).
 //!
 //! Modules: [`config`] (the serde config and its validation), [`schema`] (tables, pragmas and
-//! `user_version` migrations), [`sink`] (the sink), [`calls_fold`] (the `calls` row rules),
-//! [`agents`] (the `agents` row rules), [`error`]. Longer reasoning: `design.md` beside this file.
+//! `user_version` migrations), [`sink`] (the sink), [`crate::calls_fold`] (the `calls` row rules, shared with the
+//! PostgreSQL sink), [`crate::agents`] (the `agents` row rules, shared too), [`error`]. Longer reasoning: `design.md` beside this file.
 
-pub mod agents;
 mod calls;
-pub mod calls_fold;
 mod codec;
 pub mod config;
 pub mod dead_letters;
@@ -50,6 +48,11 @@ pub mod replay;
 pub mod schema;
 pub mod sink;
 mod writes;
+
+// The pure projection rules are shared with the PostgreSQL sink; these paths stay for callers
+// that name them through this module.
+pub use crate::agents;
+pub use crate::calls_fold;
 
 pub use config::{SqliteSinkConfig, SqliteSinkSettings, DEFAULT_DATABASE_FILE};
 pub use error::{Result, SqliteSinkError};

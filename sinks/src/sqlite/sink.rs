@@ -267,6 +267,15 @@ impl SqliteSink {
         Ok(offsets)
     }
 
+    /// Returns every stored event of one call (what its `calls` row is folded from).
+    pub fn call_events(
+        &self,
+        source: &str,
+        call_id: &str,
+    ) -> Result<Vec<crate::calls_fold::StoredCallEvent>> {
+        writes::load_call_events(&self.connection, source, call_id)
+    }
+
     /// Returns whether the event `id` is stored (the first event of a push: whether the push
     /// is).
     pub fn contains_event(&self, id: &str) -> Result<bool> {

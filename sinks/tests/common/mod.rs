@@ -105,6 +105,7 @@ fn envelope(
 /// Returns a push item of [`SOURCE`] received at [`at`]`(1000)`.
 pub fn push(dedupe_key: &str, events: Vec<CloudEvent>) -> SinkItem {
     SinkItem::Push {
+        raw_ref: format!("push:{dedupe_key}"),
         source: SOURCE.to_owned(),
         dedupe_key: dedupe_key.to_owned(),
         received_at: at(1000),
