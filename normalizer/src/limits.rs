@@ -7,7 +7,9 @@
 //!
 //! - **Nesting** ([`MAX_NESTING`]): the body, a JSON string inside a field (UinCall's
 //!   `eventData`, 7moor's link `content`) and the lenient parser's input are scanned with
-//!   [`check_nesting`] first. Deeper input is a [`MapError::TooDeep`] dead letter. Every value a
+//!   [`check_nesting`] before any parser without a bound of its own runs (strict JSON goes
+//!   first: serde_json stops at 128 levels, and [`check_value`] then holds what it parsed to
+//!   the limit). Deeper input is a [`MapError::TooDeep`] dead letter. Every value a
 //!   mapper sees is therefore at most [`MAX_NESTING`] deep, so an event's `data` (which nests
 //!   vendor values two levels down, under `vendor_fields`) stays far below serde_json's
 //!   recursion limit of 128 and the sinks can always read back what they stored.
@@ -95,16 +97,22 @@ pub fn check_value(value: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Parses JSON text (a body, or a JSON document inside a field) with the nesting checked
-/// first; `json5` as a fallback when `lenient` is set. The error says which bound was passed,
+/// Parses JSON text (a body, or a JSON document inside a field) within the bounds; `json5` as
+/// a fallback when `lenient` is set, after the text's nesting is checked. The error says which bound was passed,
 /// or that the text is not JSON.
 pub fn parse_json_text(text: &str, lenient: bool) -> Result<Value> {
-    check_nesting(text)?;
+    // serde_json bounds its own depth (128) and `check_value` holds the result to ours; the
+    // text scan is needed before `json5`, which has no bound, and to name a failure `too_deep`.
     let value = match serde_json::from_str::<Value>(text) {
         Ok(value) => value,
-        Err(_) if lenient => json5::from_str::<Value>(text)
-            .map_err(|_| MapError::UnparseableBody("not JSON or JSON5".to_owned()))?,
-        Err(_) => return Err(MapError::UnparseableBody("not JSON".to_owned())),
+        Err(_) => {
+            check_nesting(text)?;
+            if !lenient {
+                return Err(MapError::UnparseableBody("not JSON".to_owned()));
+            }
+            json5::from_str::<Value>(text)
+                .map_err(|_| MapError::UnparseableBody("not JSON or JSON5".to_owned()))?
+        }
     };
     check_value(&value)?;
     Ok(value)

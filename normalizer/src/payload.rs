@@ -131,11 +131,13 @@ fn parse_body(
             BodyFormat::Form,
         ));
     }
-    // Every parser below is bounded by this scan: `json5` has no depth limit of its own.
-    check_nesting(trimmed)?;
+    // Strict JSON first: serde_json stops at a depth of 128 on its own, and `check_value` holds
+    // what it parsed to [`MAX_NESTING`], so the text need not be scanned twice on the common path.
     if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
         return object_or_error(value, BodyFormat::Json);
     }
+    // Every parser below is bounded by this scan: `json5` has no depth limit of its own.
+    check_nesting(trimmed)?;
     if trimmed.starts_with('{') {
         if let Ok(value) = json5::from_str::<Value>(trimmed) {
             return object_or_error(value, BodyFormat::Json5);
