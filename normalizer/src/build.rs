@@ -188,10 +188,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 /// between quotes, which is a third of the hash's cost saved; anything else goes through
 /// serde_json itself, so the bytes, and so every dedupe key and event id, stay the same.
 fn write_str(text: &str, out: &mut Vec<u8>) {
-    if text
-        .bytes()
-        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
-    {
+    if !needs_escape(text.as_bytes()) {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -199,6 +196,31 @@ fn write_str(text: &str, out: &mut Vec<u8>) {
     } else {
         write_json(text, out);
     }
+}
+
+/// True when some byte is a control character, `"` or `\`: eight bytes at a time, with the
+/// classic "has a byte less than / equal to" word tricks (exact as yes/no answers).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_less_than = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS != 0;
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if has_less_than(word, 0x20)
+            || has_zero(word ^ (ONES * u64::from(b'"')))
+            || has_zero(word ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
@@ -231,9 +253,20 @@ mod tests {
     fn test_write_str_is_byte_for_byte_serde_json() {
         let mut texts: Vec<String> = (0u32..=0x80)
             .filter_map(char::from_u32)
-            .map(|c| format!("a{c}b"))
+            .flat_map(|c| [format!("a{c}b"), format!("0123456789{c}abcdefgh")])
             .collect();
-        texts.extend(["", "张三", "\u{2028}\u{feff}", "tab\there", "q\"uote\\"].map(String::from));
+        texts.extend(
+            [
+                "",
+                "张三",
+                "北京市朝阳区呼叫中心\\\"",
+                "北京市朝阳区呼叫中心ÿ",
+                "\u{2028}\u{feff}",
+                "tab\there",
+                "q\"uote\\",
+            ]
+            .map(String::from),
+        );
         for text in texts {
             let mut fast = Vec::new();
             write_str(&text, &mut fast);
