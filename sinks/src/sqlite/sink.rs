@@ -13,6 +13,11 @@ use super::agents::agent_update;
 use super::calls::{CallCache, TouchedCalls};
 use super::codec::{encode_time, from_sql_integer};
 use super::config::SqliteSinkSettings;
+
+/// Calls whose fold a bulk fill keeps in memory (a fold is a few KB): a rebuild reads the log
+/// in order, so a call not cached is one whose events lie further apart than this many calls,
+/// and folding it again means reading its stored events back.
+const BULK_CALL_CACHE_CALLS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(20_000).unwrap();
 use super::dead_letters::{DeadLetterFilter, RedriveOutcome, StoredDeadLetter};
 use super::error::{Result, SqliteSinkError};
 use super::schema;
@@ -87,7 +92,6 @@ impl SqliteSink {
     /// and the unique indexes stay: they are the dedupe). `finish_bulk` builds them, commits
     /// and makes the file an ordinary database (WAL) that a normalizer can take over.
     pub fn open_bulk(path: &Path) -> Result<SqliteSink> {
-        let settings = SqliteSinkSettings::for_path(path);
         let open_error = |source| SqliteSinkError::Open {
             path: path.to_owned(),
             source,
@@ -102,7 +106,7 @@ impl SqliteSink {
             connection,
             path: path.to_owned(),
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
-            calls: CallCache::new(settings.call_cache_calls),
+            calls: CallCache::new(BULK_CALL_CACHE_CALLS),
             bulk: true,
             deferred_indexes,
         })
