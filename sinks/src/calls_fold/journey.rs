@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use callhook_schemas::canonical_time;
 use callhook_schemas::{
     AbandonPoint, CallEventData, Direction, DisconnectReasonValue, EventType, IvrStep, Leg,
 };
@@ -33,6 +34,44 @@ pub struct CallJourney {
     pub disconnect_reason_raw: Option<String>,
     /// The IVR nodes passed, in order.
     pub ivr_path: Vec<IvrStep>,
+}
+
+impl CallJourney {
+    /// The columns a replay diff compares (`callhook replay --dry-run`), with `other`'s:
+    /// `(column, self, other)`, times spelled canonically.
+    pub fn compared_columns(
+        &self,
+        other: &CallJourney,
+    ) -> [(&'static str, Option<String>, Option<String>); 5] {
+        let time = |value: &Option<DateTime<Utc>>| value.as_ref().map(canonical_time);
+        [
+            (
+                "conversation_id",
+                self.conversation_id.clone(),
+                other.conversation_id.clone(),
+            ),
+            (
+                "leg",
+                self.leg.map(|leg| leg.as_str().into()),
+                other.leg.map(|leg| leg.as_str().into()),
+            ),
+            (
+                "queue_joined_at",
+                time(&self.queue_joined_at),
+                time(&other.queue_joined_at),
+            ),
+            (
+                "abandon_point",
+                self.abandon_point.map(|point| point.as_str().into()),
+                other.abandon_point.map(|point| point.as_str().into()),
+            ),
+            (
+                "disconnect_reason",
+                self.disconnect_reason.map(|reason| reason.as_str().into()),
+                other.disconnect_reason.map(|reason| reason.as_str().into()),
+            ),
+        ]
+    }
 }
 
 /// What the journey columns derive from the rest of the row.

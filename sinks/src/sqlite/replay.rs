@@ -27,7 +27,7 @@ use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 use super::agents::agent_update;
-use super::calls_fold::{fold_call, CallJourney, CallRow, StoredCallEvent};
+use super::calls_fold::{fold_call, CallRow, StoredCallEvent};
 use super::codec::{decode_event_type, decode_time, encode_time};
 use super::error::{Result, SqliteSinkError};
 use super::writes;
@@ -424,7 +424,7 @@ fn compare_rows(before: &CallRow, after: &CallRow) -> Vec<FieldChange> {
     ];
     columns
         .into_iter()
-        .chain(journey_columns(&before.journey, &after.journey))
+        .chain(before.journey.compared_columns(&after.journey))
         .filter(|(_, before, after)| before != after)
         .map(|(column, before, after)| FieldChange {
             column,
@@ -432,43 +432,6 @@ fn compare_rows(before: &CallRow, after: &CallRow) -> Vec<FieldChange> {
             after,
         })
         .collect()
-}
-
-/// The model v1.1 columns a diff compares, like [`compare_rows`]'s.
-fn journey_columns(
-    before: &CallJourney,
-    after: &CallJourney,
-) -> [(&'static str, Option<String>, Option<String>); 5] {
-    let time = |value: &Option<DateTime<Utc>>| value.as_ref().map(encode_time);
-    [
-        (
-            "conversation_id",
-            before.conversation_id.clone(),
-            after.conversation_id.clone(),
-        ),
-        (
-            "leg",
-            before.leg.map(|leg| leg.as_str().into()),
-            after.leg.map(|leg| leg.as_str().into()),
-        ),
-        (
-            "queue_joined_at",
-            time(&before.queue_joined_at),
-            time(&after.queue_joined_at),
-        ),
-        (
-            "abandon_point",
-            before.abandon_point.map(|point| point.as_str().into()),
-            after.abandon_point.map(|point| point.as_str().into()),
-        ),
-        (
-            "disconnect_reason",
-            before
-                .disconnect_reason
-                .map(|reason| reason.as_str().into()),
-            after.disconnect_reason.map(|reason| reason.as_str().into()),
-        ),
-    ]
 }
 
 fn diff_dead_letters(
