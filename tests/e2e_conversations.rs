@@ -1,7 +1,8 @@
 //! End to end, model v1.1: a transferred 7moor call, two v2 call sheets linked by
 //! `refCallSheetId` (no `CallID`, so the link is the sheet reference alone), posted to the real
 //! `callhook serve` as 7moor sends them (GET query strings), the second sheet's pushes first.
-//! The SQLite sink holds one `calls` row per sheet and one conversation with two legs.
+//! The SQLite sink holds one `calls` row per sheet and one conversation with two legs. Also a
+//! UinCall call abandoned while the agent rang and a CooCenter call abandoned in the queue.
 
 mod common;
 
@@ -104,5 +105,75 @@ fn test_a_transferred_7moor_call_is_one_conversation_with_two_legs() {
             Value::Integer(1),
             text("answered"),
         ]]
+    );
+}
+
+/// UinCall says nothing per push about where a caller gave up: the `calls` fold derives it.
+/// An inbound call offered to the agent (`incoming`) that ended (`call_hangup`) without
+/// `call_talking` was abandoned while the agent's phone rang. CooCenter's `ivr` and `cc_cdr`
+/// of one call give its IVR path, queue segment, abandon point and disconnect reason.
+#[test]
+fn test_abandon_points_of_uincall_and_coocenter_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let uincall = [
+        r#"{"tenant_id":"acf528a2-d0e2-4a7b-8513-74cb3995cfab","session_id":"d13606a0-0f43-11ee-be46-5159e7892b86","type":"event","dir":"DN","agent_num":"8014","command":"incoming","call_id":"caf98a77-a652-4b39-cbb3-38ec8ced5192","agent_type":0,"calldirection":"call in","dnis":"02863208372","ani":"15609288360","queue_id":"7e42697c076c4ff5a05e464ac0f28c90","call_result":-1}"#,
+        r#"{"tenant_id":"acf528a2-d0e2-4a7b-8513-74cb3995cfab","session_id":"d13606a0-0f43-11ee-be46-5159e7892b86","type":"event","dir":"DN","agent_num":"8014","command":"call_hangup","call_id":"caf98a77-a652-4b39-cbb3-38ec8ced5192","agent_type":0,"calldirection":"call in","dnis":"02863208372","ani":"15609288360","queue_id":"7e42697c076c4ff5a05e464ac0f28c90","call_result":-1}"#,
+    ];
+    for body in uincall {
+        let (status, _) = server.request(
+            "POST",
+            "/hooks/uincall",
+            Some("application/json"),
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200);
+    }
+    let coocenter = [
+        "{event:'ivr',uuid:'1541416000.900',caller:'85322361',called:'',callType:'IN',queueCode:'630',startTime:'2018-11-05 19:10:00',endTime:'2018-11-05 19:10:06',duration:'6',ivrId:'610',ivrName:'workingtime',ivrDtmf:'2',trunkNumber:'123456',mac:'68:69:2e:03:8b:3e'}",
+        "{event:'cc_cdr',uuid:'1541416000.900',caller:'85322361',called:'',queueCode:'630',agentCode:'',callType:'incoming',cdrState:'queue',hangupSide:'caller',hangupCause:'',startTime:'2018-11-05 19:10:00',endTime:'2018-11-05 19:10:15',duration:'15',queueTime:'9',ivrTime:'6',ringTime:'0',holdTime:0,pauseTime:0,talkingTime:'0',voicemailState:'0',ivrId:'610',ivrName:'workingtime',ivrDtmf:'2',missCause:'MEMBER_CANCEL',mac:'68:69:2e:03:8b:3e'}",
+    ];
+    for body in coocenter {
+        let (status, _) = server.request("POST", "/hooks/coocenter", None, body.as_bytes());
+        assert_eq!(status, 200);
+    }
+    server.wait_until_normalized();
+    let db = server.db();
+    let calls = query(
+        &db,
+        "SELECT source, conversation_id, leg, abandon_point, disconnect_reason, \
+         disconnect_reason_raw, queue_joined_at, queue_left_at, queue_seconds, ivr_path \
+         FROM calls ORDER BY source",
+        10,
+    );
+    assert_eq!(
+        calls,
+        vec![
+            vec![
+                text("coocenter"),
+                text("1541416000.900"),
+                text("customer"),
+                text("queue"),
+                text("customer_hangup"),
+                text("MEMBER_CANCEL"),
+                text("2018-11-05T11:10:06.000000000Z"),
+                text("2018-11-05T11:10:15.000000000Z"),
+                Value::Integer(9),
+                // One node, from the ivr push (the cc_cdr's copy of it is not repeated).
+                text(r#"[{"node":"610","name":"workingtime","keys":"2"}]"#),
+            ],
+            vec![
+                text("uincall"),
+                text("d13606a0-0f43-11ee-be46-5159e7892b86"),
+                text("customer"),
+                text("agent_ringing"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                text("[]"),
+            ],
+        ]
     );
 }
