@@ -105,10 +105,10 @@ fn cc_disconnect(fields: &Fields, data: &CallEventData) -> Option<DisconnectReas
         return Some(reason(value, cause));
     }
     let side = data.hangup_side.as_ref()?;
-    Some(reason(
-        from_hangup_side(side.value, data.direction),
-        side.raw.clone().unwrap_or_default(),
-    ))
+    Some(DisconnectReason {
+        value: from_hangup_side(side.value, data.direction),
+        raw: side.raw.clone(),
+    })
 }
 
 /// `cdr` (Asterisk CDR) `disposition`: a failed dial says why; `ANSWERED` says nothing about

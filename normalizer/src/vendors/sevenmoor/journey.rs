@@ -173,8 +173,10 @@ fn cdr_disconnect(
         return Some(value);
     }
     if let Some(side) = &data.hangup_side {
-        let raw = side.raw.clone().unwrap_or_default();
-        return Some(reason(from_hangup_side(side.value, data.direction), raw));
+        return Some(callhook_schemas::DisconnectReason {
+            value: from_hangup_side(side.value, data.direction),
+            raw: side.raw.clone(),
+        });
     }
     let value = match status? {
         "AGENT_NO_ANSWER" | "CUSTOMER_NO_ANSWER" => Reason::NoAnswer,
