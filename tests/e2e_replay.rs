@@ -74,10 +74,14 @@ fn calls_rows(db: &Path) -> Vec<Vec<rusqlite::types::Value>> {
     let mut statement = connection
         .prepare("SELECT * FROM calls ORDER BY source, call_id")
         .unwrap();
+    let revision = statement
+        .column_index("revision")
+        .expect("calls has a revision column");
     let columns = statement.column_count();
     statement
         .query_map([], |row| {
-            (0..columns - 1)
+            (0..columns)
+                .filter(|index| *index != revision)
                 .map(|index| row.get::<_, rusqlite::types::Value>(index))
                 .collect()
         })

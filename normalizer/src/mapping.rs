@@ -10,8 +10,9 @@ use crate::vendors;
 /// field), and recorded on every event (`mappingversion`). 1 is the mapping before the
 /// attribute existed; 2 adds the parser bounds, exact decimals and declared charsets; 3
 /// percent-encodes account ids in `source` (a valid URI-reference whatever they hold) and spells
-/// every time with nine fractional digits (`callhook_schemas::time`).
-pub const MAPPING_VERSION: u32 = 3;
+/// every time with nine fractional digits (`callhook_schemas::time`); 4 fills the model v1.1
+/// fields (conversation and leg, queue segment, abandon point, disconnect reason, IVR path).
+pub const MAPPING_VERSION: u32 = 4;
 
 /// Returns the mapping version in force: [`MAPPING_VERSION`], or the test-only variant's
 /// (see `crate::failpoints::MAPPING_VARIANT`).

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::values::{AbandonPoint, DisconnectReason, IvrStep, Leg};
 use crate::values::{Agent, AgentStatus, Direction, Disposition, HangupSide, PhoneNumber, Queue};
 
 /// A canonical event in CloudEvents 1.0 structured form.
@@ -210,6 +211,38 @@ pub struct CallEventData {
     /// Seconds waiting in queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_seconds: Option<u64>,
+    // --- Since v1.1 (all optional, omitted when absent). ---
+    /// The same on every leg of one customer conversation: transfers, consultations, the
+    /// agent and customer legs of a callback. Derived per vendor (`normalizer/docs/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Which leg of the conversation this call record is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<Leg>,
+    /// When the call joined a queue.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
+    pub queue_joined_at: Option<DateTime<Utc>>,
+    /// When the call left the queue: answered by an agent, or ended there.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::serialize_option"
+    )]
+    pub queue_left_at: Option<DateTime<Utc>>,
+    /// Where the caller gave up, or `none` when the call was not abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon_point: Option<AbandonPoint>,
+    /// Why the call ended, with the vendor value that decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_reason: Option<DisconnectReason>,
+    /// The IVR nodes the caller passed and the keys pressed, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ivr_path: Vec<IvrStep>,
+    // --- End of the v1.1 fields. ---
     /// Recording URLs (or vendor file paths), in the order the vendor listed them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recording_urls: Vec<String>,
@@ -253,6 +286,13 @@ impl CallEventData {
             talk_seconds: None,
             total_seconds: None,
             queue_seconds: None,
+            conversation_id: None,
+            leg: None,
+            queue_joined_at: None,
+            queue_left_at: None,
+            abandon_point: None,
+            disconnect_reason: None,
+            ivr_path: Vec::new(),
             recording_urls: Vec::new(),
             correlation: Map::new(),
             vendor_fields: Map::new(),

@@ -5,7 +5,9 @@
 //! `data` is a [`CallEventData`]. The JSON Schema in `schemas/call-event.v1.schema.json` describes
 //! the same shape and a test keeps the two in sync. The compatibility promise for this model is
 //! written in `schemas/README.md`: within a major `schema_version`, fields are only added, never
-//! removed, renamed or retyped, and closed enums only grow.
+//! removed, renamed or retyped, and closed enums only grow. Model v1.1 added, within that
+//! promise, the conversation and leg, the queue segment, the abandon point, the disconnect
+//! reason and the IVR path (`tests/compat_v11.rs` checks it stayed additive).
 
 mod event;
 pub mod time;
@@ -13,6 +15,7 @@ mod values;
 
 pub use event::{CallEventData, CloudEvent, EventType, TimeSource};
 pub use time::canonical_time;
+pub use values::{AbandonPoint, DisconnectReason, DisconnectReasonValue, IvrStep, Leg};
 pub use values::{
     Agent, AgentState, AgentStatus, Direction, Disposition, DispositionValue, HangupSide,
     HangupSideValue, NumberKind, PhoneNumber, Queue,

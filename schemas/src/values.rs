@@ -195,3 +195,162 @@ pub struct Queue {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
+
+// --- Since v1.1: conversation and leg, abandon point, disconnect reason, IVR path. ---
+
+/// Which leg of a customer conversation a call record is (since v1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// The customer's own call: the inbound call, or the outbound call to the customer.
+    Customer,
+    /// A separate record of the agent's side (the agent leg of a callback or of a dial-out).
+    Agent,
+    /// The call after a transfer: a record that continues a previous leg.
+    Transfer,
+    /// A consultation: an agent consulting another agent or number while the customer waits.
+    Consult,
+    /// The push does not say.
+    Unknown,
+}
+
+impl Leg {
+    /// Every leg, in declaration order.
+    pub const ALL: [Leg; 5] = [
+        Leg::Customer,
+        Leg::Agent,
+        Leg::Transfer,
+        Leg::Consult,
+        Leg::Unknown,
+    ];
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leg::Customer => "customer",
+            Leg::Agent => "agent",
+            Leg::Transfer => "transfer",
+            Leg::Consult => "consult",
+            Leg::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a caller gave up on a call that no one answered (since v1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbandonPoint {
+    /// In the IVR, before reaching a queue or an agent.
+    Ivr,
+    /// Waiting in a queue, before any agent was offered the call.
+    Queue,
+    /// While an agent's phone rang.
+    AgentRinging,
+    /// Not abandoned: the call was answered (or did not reach the caller's choice at all).
+    #[serde(rename = "none")]
+    NotAbandoned,
+}
+
+impl AbandonPoint {
+    /// Every value, in declaration order.
+    pub const ALL: [AbandonPoint; 4] = [
+        AbandonPoint::Ivr,
+        AbandonPoint::Queue,
+        AbandonPoint::AgentRinging,
+        AbandonPoint::NotAbandoned,
+    ];
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbandonPoint::Ivr => "ivr",
+            AbandonPoint::Queue => "queue",
+            AbandonPoint::AgentRinging => "agent_ringing",
+            AbandonPoint::NotAbandoned => "none",
+        }
+    }
+}
+
+/// Why a call ended: a closed value plus the vendor value that decided it (since v1.1).
+///
+/// The same `{value, raw}` shape as [`Disposition`] and [`HangupSide`]. `raw` is a copy of the
+/// vendor's value as sent; the value itself also stays where v1 put it (`hangup_cause`,
+/// `hangup_side.raw`, `disposition.raw` or `vendor_fields`), so no v1 field changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectReason {
+    /// The canonical reason.
+    pub value: DisconnectReasonValue,
+    /// The vendor's value that decided it, as sent (`"AGENT"`, `"decline"`, `"486"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+/// Canonical disconnect reasons (since v1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReasonValue {
+    /// The customer hung up.
+    CustomerHangup,
+    /// The agent hung up.
+    AgentHangup,
+    /// The platform ended the call (no agent available, limits, timeouts of its own).
+    System,
+    /// The called side did not answer.
+    NoAnswer,
+    /// The called side was busy.
+    Busy,
+    /// The called side, or the network on its behalf, refused the call.
+    Rejected,
+    /// The call could not be placed or was cut by the network (line failure, unreachable).
+    NetworkError,
+    /// The call left this leg by being transferred or forwarded.
+    Transfer,
+    /// The vendor's value is not one callhook knows.
+    Unknown,
+}
+
+impl DisconnectReasonValue {
+    /// Every value, in declaration order.
+    pub const ALL: [DisconnectReasonValue; 9] = [
+        DisconnectReasonValue::CustomerHangup,
+        DisconnectReasonValue::AgentHangup,
+        DisconnectReasonValue::System,
+        DisconnectReasonValue::NoAnswer,
+        DisconnectReasonValue::Busy,
+        DisconnectReasonValue::Rejected,
+        DisconnectReasonValue::NetworkError,
+        DisconnectReasonValue::Transfer,
+        DisconnectReasonValue::Unknown,
+    ];
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReasonValue::CustomerHangup => "customer_hangup",
+            DisconnectReasonValue::AgentHangup => "agent_hangup",
+            DisconnectReasonValue::System => "system",
+            DisconnectReasonValue::NoAnswer => "no_answer",
+            DisconnectReasonValue::Busy => "busy",
+            DisconnectReasonValue::Rejected => "rejected",
+            DisconnectReasonValue::NetworkError => "network_error",
+            DisconnectReasonValue::Transfer => "transfer",
+            DisconnectReasonValue::Unknown => "unknown",
+        }
+    }
+}
+
+/// One IVR node the caller passed, with the keys pressed there (since v1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IvrStep {
+    /// The vendor's node id (7moor IVRKEY node, CooCenter `ivrId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The node's display name (CooCenter `ivrName`, 7moor v7 `ivrName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The DTMF keys pressed at the node, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
+}

@@ -86,6 +86,20 @@ fn full_event() -> CloudEvent {
     data.talk_seconds = Some(5);
     data.total_seconds = Some(15);
     data.queue_seconds = Some(0);
+    data.conversation_id = Some("403344537650466815".into());
+    data.leg = Some(Leg::Transfer);
+    data.queue_joined_at = Some(time);
+    data.queue_left_at = Some(time);
+    data.abandon_point = Some(AbandonPoint::AgentRinging);
+    data.disconnect_reason = Some(DisconnectReason {
+        value: DisconnectReasonValue::AgentHangup,
+        raw: Some("AGENT".into()),
+    });
+    data.ivr_path = vec![IvrStep {
+        node: Some("610".into()),
+        name: Some("workingtime".into()),
+        keys: Some("0".into()),
+    }];
     data.recording_urls = vec!["https://example.invalid/a.mp3".into()];
     data.correlation
         .insert("extras".into(), json!({"orderId": "42"}));
@@ -162,6 +176,15 @@ fn test_enums_match_the_schema() {
         ]),
         schema_enum("/$defs/phone_number/properties/kind")
     );
+    assert_eq!(rust_names(&Leg::ALL), schema_enum(&format!("{data}/leg")));
+    assert_eq!(
+        rust_names(&AbandonPoint::ALL),
+        schema_enum(&format!("{data}/abandon_point"))
+    );
+    assert_eq!(
+        rust_names(&DisconnectReasonValue::ALL),
+        schema_enum(&format!("{data}/disconnect_reason/properties/value"))
+    );
 }
 
 #[test]
@@ -170,6 +193,18 @@ fn test_as_str_matches_serde() {
         assert_eq!(
             serde_json::to_value(event_type).unwrap(),
             json!(event_type.as_str())
+        );
+    }
+    for leg in Leg::ALL {
+        assert_eq!(serde_json::to_value(leg).unwrap(), json!(leg.as_str()));
+    }
+    for point in AbandonPoint::ALL {
+        assert_eq!(serde_json::to_value(point).unwrap(), json!(point.as_str()));
+    }
+    for reason in DisconnectReasonValue::ALL {
+        assert_eq!(
+            serde_json::to_value(reason).unwrap(),
+            json!(reason.as_str())
         );
     }
 }

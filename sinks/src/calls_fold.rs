@@ -45,6 +45,16 @@
 //! | `correlation` | the union of all `data.correlation` maps; for a key in several, the value from the event first in preferred order wins (earlier never overwritten); stored as a JSON object with sorted keys |
 //! | `events_count` | the number of events folded |
 //! | `last_event_type` | the type of the last event in fold order |
+//! | `conversation_id` (v1.1) | the first `data.conversation_id` in preferred order that names another leg (differs from the call id); else the call's own id when an event names it |
+//! | `leg` (v1.1) | the most specific `data.leg` any event states: `transfer` > `consult` > `agent` > `customer` > `unknown` |
+//! | `queue_joined_at` (v1.1) | min of `data.queue_joined_at` |
+//! | `queue_left_at` (v1.1) | max of `data.queue_left_at` |
+//! | `queue_seconds` (v1.1) | `data.queue_seconds` from the event greatest by the same key as `disposition`; else `queue_left_at - queue_joined_at` in whole seconds when both are known and not negative |
+//! | `abandon_point` (v1.1) | `data.abandon_point` from the event greatest by the same key as `disposition`; if no event states one: `none` when `answered_at` is known, else for an inbound call with `ended_at` known, `agent_ringing` when `ringing_at` is known, else `queue` when `queue_joined_at` is known; else NULL |
+//! | `disconnect_reason`, `disconnect_reason_raw` (v1.1) | from the event with a `data.disconnect_reason` greatest by the same key as `disposition` |
+//! | `ivr_path` (v1.1) | the steps of the `ivr.completed` events (one node each) concatenated in fold order; with none, the first `data.ivr_path` in preferred order; stored as a JSON array of `{node?, name?, keys?}` (`[]` when none) |
+
+mod journey;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +62,9 @@ use std::sync::Arc;
 use callhook_schemas::{CallEventData, Direction, DispositionValue, EventType, PhoneNumber};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+pub use journey::CallJourney;
+use journey::{JourneyFold, RowFacts};
 
 /// One stored event of a call, as the fold reads it back.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +130,9 @@ pub struct CallRow {
     pub last_event_type: EventType,
     /// The time of the last event in fold order.
     pub last_event_at: DateTime<Utc>,
+    /// The model v1.1 columns: conversation and leg, queue segment, abandon point,
+    /// disconnect reason, IVR path.
+    pub journey: CallJourney,
 }
 
 /// Returns the rank of an event type in the fold order (lower sorts first at equal times).
@@ -231,6 +247,7 @@ pub struct CallFold {
     talk_seconds: Best<AuthorityKey, u64>,
     correlation: BTreeMap<String, (PreferredKey, Value)>,
     events_count: u64,
+    journey: JourneyFold,
 }
 
 impl CallFold {
@@ -257,6 +274,7 @@ impl CallFold {
             talk_seconds: Best::empty(),
             correlation: BTreeMap::new(),
             events_count: 0,
+            journey: JourneyFold::new(),
         }
     }
 
@@ -353,6 +371,12 @@ impl CallFold {
         if let Some(talk_seconds) = data.talk_seconds {
             self.talk_seconds.offer_max(&authority, || talk_seconds);
         }
+        self.journey.add(
+            &self.call_id,
+            event_type,
+            (&fold, &preferred, &authority),
+            data,
+        );
         for (key, value) in &data.correlation {
             match self.correlation.get_mut(key) {
                 Some((kept, _)) if *kept <= preferred => {}
@@ -414,6 +438,16 @@ impl CallFold {
             events_count: self.events_count,
             last_event_type: *self.last.value()?,
             last_event_at: last.time,
+            journey: self.journey.row(&RowFacts {
+                direction: self
+                    .direction
+                    .value()
+                    .copied()
+                    .unwrap_or(Direction::Unknown),
+                ringing_at: self.ringing_at,
+                answered_at,
+                ended_at: self.ended_at,
+            }),
         })
     }
 }

@@ -8,7 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use callhook_schemas::{
-    AgentState, AgentStatus, Direction, DispositionValue, EventType, NumberKind, Queue,
+    AbandonPoint, AgentState, AgentStatus, Direction, DisconnectReason, DisconnectReasonValue,
+    DispositionValue, EventType, IvrStep, Leg, NumberKind, Queue,
 };
 use callhook_sinks::postgres::SINK_REJECTED;
 use callhook_sinks::{
@@ -44,6 +45,11 @@ fn traffic(calls: u128) -> Vec<SinkItem> {
             .data
             .correlation
             .insert("ActionID".to_owned(), json!("a-initiated"));
+        initiated.data.ivr_path = vec![IvrStep {
+            node: Some("610".to_owned()),
+            name: Some("主菜单".to_owned()),
+            keys: Some(tag.to_string()),
+        }];
         let mut ringing = call_event(id(2), EventType::CallRinging, at(3), &call_id);
         ringing.data.direction = Direction::Inbound;
         ringing.data.caller = Some(phone(
@@ -68,6 +74,15 @@ fn traffic(calls: u128) -> Vec<SinkItem> {
         let mut answered = call_event(id(3), EventType::CallAnswered, at(5 + tag as i64), &call_id);
         answered.data.direction = Direction::Outbound;
         answered.data.answered_at = Some(at(4));
+        // v1.1: calls 0 and 1, 2 and 3, ... are the two legs of one conversation.
+        answered.data.conversation_id = Some(format!("conversation-{}", tag / 2));
+        answered.data.leg = Some(if tag % 2 == 0 {
+            Leg::Customer
+        } else {
+            Leg::Transfer
+        });
+        answered.data.queue_left_at = Some(at(4));
+        ringing.data.queue_joined_at = Some(at(1));
         let mut ended = call_event(id(4), EventType::CallEnded, at(65), &call_id);
         ended.data.disposition = disposition(DispositionValue::NoAnswer, Some("hangup"));
         ended.data.talk_seconds = Some(61);
@@ -75,7 +90,16 @@ fn traffic(calls: u128) -> Vec<SinkItem> {
         let mut cdr = call_event(id(6), EventType::CallCdr, at(62), &call_id);
         cdr.data.disposition = disposition(DispositionValue::Answered, Some("dealing"));
         cdr.data.talk_seconds = Some(58);
-        cdr.data.ended_at = Some(at(64));
+        cdr.data.ended_at = Some(at(64 + tag as i64));
+        cdr.data.abandon_point = Some(AbandonPoint::NotAbandoned);
+        cdr.data.disconnect_reason = Some(DisconnectReason {
+            value: DisconnectReasonValue::AgentHangup,
+            raw: Some("AGENT".to_owned()),
+        });
+        ended.data.disconnect_reason = Some(DisconnectReason {
+            value: DisconnectReasonValue::CustomerHangup,
+            raw: None,
+        });
         let mut status = agent_event(
             id(7),
             EventType::AgentStatusChanged,
@@ -126,7 +150,7 @@ fn both(url: &str, dir: &std::path::Path) -> ProjectionSinks {
 }
 
 fn assert_same_tables(url: &str, dir: &std::path::Path) {
-    for table in ["events", "calls", "agents", "dead_letters"] {
+    for table in ["events", "calls", "agents", "dead_letters", "conversations"] {
         let sqlite = sqlite_rows(&dir.join("callhook.db"), table);
         let postgres = postgres_rows(url, table);
         assert_eq!(
@@ -159,6 +183,7 @@ fn test_rows_equal_the_sqlite_sinks_in_any_order_and_split() {
         assert_same_tables(&url, dir.path());
         let calls = postgres_rows(&url, "calls");
         assert_eq!(calls.len(), 6);
+        assert_eq!(postgres_rows(&url, "conversations").len(), 3);
         match &first_calls {
             None => first_calls = Some(calls),
             Some(first) => assert_eq!(first, &calls, "order {round} gave other calls rows"),
@@ -275,7 +300,7 @@ fn test_processes_starting_at_once_migrate_once() {
         server
             .psql("SELECT count(*) FROM callhook_schema_migrations")
             .trim(),
-        "1"
+        callhook_sinks::postgres::schema::SCHEMA_VERSION.to_string()
     );
 }
 

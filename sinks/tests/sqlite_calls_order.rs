@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 
 use callhook_schemas::{
-    AgentState, AgentStatus, CloudEvent, Direction, DispositionValue, EventType, NumberKind, Queue,
+    AbandonPoint, AgentState, AgentStatus, CloudEvent, Direction, DisconnectReason,
+    DisconnectReasonValue, DispositionValue, EventType, IvrStep, Leg, NumberKind, Queue,
 };
 use callhook_sinks::{SinkItem, SqliteSink};
 use common::*;
@@ -36,6 +37,7 @@ fn live_events(call_id: &str, id: &dyn Fn(u128) -> String) -> Vec<CloudEvent> {
     initiated.data.caller = Some(phone("1001", None, NumberKind::Extension));
     let correlation = &mut initiated.data.correlation;
     correlation.insert("ActionID".to_owned(), json!("a-initiated"));
+    initiated.data.ivr_path = vec![ivr_step("1", Some("1"))];
 
     let mut ringing = call_event(id(2), EventType::CallRinging, at(3), call_id);
     ringing.data.direction = Direction::Inbound;
@@ -57,10 +59,16 @@ fn live_events(call_id: &str, id: &dyn Fn(u128) -> String) -> Vec<CloudEvent> {
     let correlation = &mut ringing.data.correlation;
     correlation.insert("ActionID".to_owned(), json!("a-ringing"));
     correlation.insert("extras".to_owned(), json!({"order": 7}));
+    // v1.1: the call's own id as conversation (loses to a link), a queue join.
+    ringing.data.conversation_id = Some(call_id.to_owned());
+    ringing.data.leg = Some(Leg::Customer);
+    ringing.data.queue_joined_at = Some(at(1));
 
     let mut answered = call_event(id(3), EventType::CallAnswered, at(5), call_id);
     answered.data.direction = Direction::Outbound;
     answered.data.answered_at = Some(at(4));
+    answered.data.conversation_id = Some("conversation-a".to_owned());
+    answered.data.queue_left_at = Some(at(4));
     vec![initiated, ringing, answered]
 }
 
@@ -70,9 +78,13 @@ fn end_events(call_id: &str, id: &dyn Fn(u128) -> String) -> Vec<CloudEvent> {
     ended.data.disposition = disposition(DispositionValue::NoAnswer, Some("hangup"));
     ended.data.talk_seconds = Some(61);
     ended.data.recording_urls = vec!["https://rec.example/live.mp3".to_owned()];
+    ended.data.leg = Some(Leg::Transfer);
+    ended.data.disconnect_reason = reason(DisconnectReasonValue::AgentHangup, "AGENT");
+    ended.data.abandon_point = Some(AbandonPoint::AgentRinging);
 
     let mut media_failure = call_event(id(5), EventType::CallMediaFailure, at(65), call_id);
     media_failure.data.disposition = disposition(DispositionValue::Failed, None);
+    media_failure.data.disconnect_reason = reason(DisconnectReasonValue::Busy, "onThePhone");
 
     let mut cdr = call_event(id(6), EventType::CallCdr, at(62), call_id);
     cdr.data.disposition = disposition(DispositionValue::Answered, Some("dealing"));
@@ -82,6 +94,11 @@ fn end_events(call_id: &str, id: &dyn Fn(u128) -> String) -> Vec<CloudEvent> {
     cdr.data.recording_urls = vec![String::new(), "https://rec.example/cdr.mp3".to_owned()];
     let correlation = &mut cdr.data.correlation;
     correlation.insert("ActionID".to_owned(), json!("a-cdr"));
+    cdr.data.leg = Some(Leg::Customer);
+    cdr.data.queue_seconds = Some(3);
+    cdr.data.abandon_point = Some(AbandonPoint::NotAbandoned);
+    cdr.data.disconnect_reason = reason(DisconnectReasonValue::CustomerHangup, "CUSTOMER");
+    cdr.data.ivr_path = vec![ivr_step("2", None)];
     vec![ended, media_failure, cdr]
 }
 
@@ -89,14 +106,34 @@ fn end_events(call_id: &str, id: &dyn Fn(u128) -> String) -> Vec<CloudEvent> {
 /// between the calls of the exhaustive test) and the `revision` (how many times the row was
 /// written, which depends on how the events were split into batches).
 fn calls_rows(dir: &Path) -> Vec<Vec<Value>> {
+    let names = rows(dir, "SELECT name FROM pragma_table_info('calls')");
+    let revision = names
+        .iter()
+        .position(|name| name[0] == Value::Text("revision".to_owned()))
+        .expect("calls has a revision column");
     rows(dir, "SELECT * FROM calls ORDER BY call_id")
         .into_iter()
         .map(|mut row| {
-            row.pop();
+            row.remove(revision);
             row.remove(1);
             row
         })
         .collect()
+}
+
+fn ivr_step(node: &str, keys: Option<&str>) -> IvrStep {
+    IvrStep {
+        node: Some(node.to_owned()),
+        name: None,
+        keys: keys.map(str::to_owned),
+    }
+}
+
+fn reason(value: DisconnectReasonValue, raw: &str) -> Option<DisconnectReason> {
+    Some(DisconnectReason {
+        value,
+        raw: Some(raw.to_owned()),
+    })
 }
 
 /// Commits `items` to `sink`, starting a new batch after item `i` whenever `split_after[i]`.
@@ -168,6 +205,16 @@ fn test_reference_row_applies_the_fold_rules() {
         Value::Integer(6),
         text("call.media_failure"),
         time(65),
+        // v1.1 (after `revision`, which is left out).
+        text("conversation-a"),
+        text("transfer"),
+        time(1),
+        time(4),
+        Value::Integer(3),
+        text("none"),
+        text("customer_hangup"),
+        text("CUSTOMER"),
+        text(r#"[{"node":"2"}]"#),
     ];
     assert_eq!(row, expected);
 }

@@ -92,6 +92,16 @@ pub fn encode_call(row: &CallRow) -> EncodedRecord {
         "events_count": row.events_count,
         "last_event_type": row.last_event_type.as_str(),
         "last_event_at": time(&Some(row.last_event_at)),
+        // Model v1.1.
+        "conversation_id": row.journey.conversation_id,
+        "leg": row.journey.leg.map(|leg| leg.as_str()),
+        "queue_joined_at": time(&row.journey.queue_joined_at),
+        "queue_left_at": time(&row.journey.queue_left_at),
+        "queue_seconds": row.journey.queue_seconds,
+        "abandon_point": row.journey.abandon_point.map(|point| point.as_str()),
+        "disconnect_reason": row.journey.disconnect_reason.map(|reason| reason.as_str()),
+        "disconnect_reason_raw": row.journey.disconnect_reason_raw,
+        "ivr_path": row.journey.ivr_path,
     });
     let version = row.events_count.to_string();
     let last = callhook_schemas::time::canonical_time(&row.last_event_at);

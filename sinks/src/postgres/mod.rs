@@ -40,6 +40,7 @@
 
 pub mod config;
 pub mod error;
+mod journey;
 pub mod metrics;
 pub mod schema;
 pub mod sink;

@@ -25,7 +25,7 @@ use super::error::{PostgresSinkError, Result};
 pub const MIGRATION_LOCK: i64 = 0x6361_6c6c_686f_6f6b;
 
 /// The migrations, in order.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -120,6 +120,60 @@ CREATE TABLE consumer_offsets (
     next_offset bigint NOT NULL,
     PRIMARY KEY (consumer, partition)
 );
+"#;
+
+/// Version 2, model v1.1: the `calls` columns of the conversation and leg, the queue segment,
+/// the abandon point, the disconnect reason and the IVR path, and the `conversations` view,
+/// as in the SQLite sink's version 6 (`sqlite/schema.rs` defines each view column and the
+/// final disposition), with the same values: `answered` is 0 or 1 in both, `agents` a
+/// `jsonb` array here.
+const MIGRATION_2: &str = r#"
+ALTER TABLE calls ADD COLUMN conversation_id text;
+ALTER TABLE calls ADD COLUMN leg text;
+ALTER TABLE calls ADD COLUMN queue_joined_at timestamptz;
+ALTER TABLE calls ADD COLUMN queue_left_at timestamptz;
+ALTER TABLE calls ADD COLUMN queue_seconds bigint;
+ALTER TABLE calls ADD COLUMN abandon_point text;
+ALTER TABLE calls ADD COLUMN disconnect_reason text;
+ALTER TABLE calls ADD COLUMN disconnect_reason_raw text;
+ALTER TABLE calls ADD COLUMN ivr_path jsonb NOT NULL DEFAULT '[]';
+CREATE INDEX calls_conversation ON calls (source, (coalesce(conversation_id, call_id)));
+CREATE VIEW conversations AS
+SELECT
+    g.source,
+    g.conversation_id,
+    g.legs,
+    g.first_started_at,
+    g.last_ended_at,
+    g.total_talk_seconds,
+    g.agents,
+    g.answered,
+    last.disposition AS final_disposition,
+    last.disconnect_reason AS final_disconnect_reason,
+    last.abandon_point AS final_abandon_point
+FROM (
+    SELECT
+        c.source,
+        coalesce(c.conversation_id, c.call_id) AS conversation_id,
+        count(*) AS legs,
+        min(coalesce(c.started_at, c.first_event_at)) AS first_started_at,
+        CASE WHEN count(c.ended_at) = count(*) THEN max(c.ended_at) END AS last_ended_at,
+        sum(c.talk_seconds) AS total_talk_seconds,
+        coalesce(
+            jsonb_agg(DISTINCT c.agent_number ORDER BY c.agent_number)
+                FILTER (WHERE c.agent_number IS NOT NULL),
+            '[]'::jsonb) AS agents,
+        max(CASE WHEN c.answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answered
+    FROM calls c
+    GROUP BY c.source, coalesce(c.conversation_id, c.call_id)
+) g
+CROSS JOIN LATERAL (
+    SELECT l.disposition, l.disconnect_reason, l.abandon_point
+    FROM calls l
+    WHERE l.source = g.source AND coalesce(l.conversation_id, l.call_id) = g.conversation_id
+    ORDER BY coalesce(l.ended_at, l.last_event_at) DESC, l.call_id COLLATE "C" DESC
+    LIMIT 1
+) last;
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version found.

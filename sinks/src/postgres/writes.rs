@@ -495,16 +495,21 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
         .collect::<Result<Vec<i64>>>()?;
     let last_types = text(|r| Some(r.last_event_type.as_str()));
     let last = time(|r| Some(r.last_event_at));
+    let journey = super::journey::JourneyColumns::of(rows)?;
     let written = transaction.query(
         "INSERT INTO calls (source, call_id, vendor, direction, caller, caller_e164, callee, \
          callee_e164, agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, \
          started_at, ringing_at, answered_at, ended_at, disposition, disposition_raw, talk_seconds, \
-         recording_url, correlation, events_count, last_event_type, last_event_at) \
+         recording_url, correlation, events_count, last_event_type, last_event_at, \
+         conversation_id, leg, queue_joined_at, queue_left_at, queue_seconds, abandon_point, \
+         disconnect_reason, disconnect_reason_raw, ivr_path) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], \
          $17::timestamptz[], $18::timestamptz[], $19::text[], $20::text[], $21::int8[], \
-         $22::text[], $23::jsonb[], $24::int8[], $25::text[], $26::timestamptz[]) \
+         $22::text[], $23::jsonb[], $24::int8[], $25::text[], $26::timestamptz[], \
+         $27::text[], $28::text[], $29::timestamptz[], $30::timestamptz[], $31::int8[], \
+         $32::text[], $33::text[], $34::text[], $35::jsonb[]) \
          ON CONFLICT (source, call_id) DO UPDATE SET vendor = excluded.vendor, \
          direction = excluded.direction, caller = excluded.caller, caller_e164 = excluded.caller_e164, \
          callee = excluded.callee, callee_e164 = excluded.callee_e164, \
@@ -517,6 +522,11 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
          talk_seconds = excluded.talk_seconds, recording_url = excluded.recording_url, \
          correlation = excluded.correlation, events_count = excluded.events_count, \
          last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at, \
+         conversation_id = excluded.conversation_id, leg = excluded.leg, \
+         queue_joined_at = excluded.queue_joined_at, queue_left_at = excluded.queue_left_at, \
+         queue_seconds = excluded.queue_seconds, abandon_point = excluded.abandon_point, \
+         disconnect_reason = excluded.disconnect_reason, \
+         disconnect_reason_raw = excluded.disconnect_reason_raw, ivr_path = excluded.ivr_path, \
          revision = calls.revision + 1 \
          RETURNING source, call_id, revision",
         &[
@@ -524,6 +534,9 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
             &callees_e164, &agent_numbers, &agent_names, &queues, &queue_names, &parents, &first,
             &started, &ringing, &answered, &ended, &dispositions, &dispositions_raw, &talk,
             &recordings, &correlations, &counts, &last_types, &last,
+            &journey.conversation_ids, &journey.legs, &journey.queue_joined, &journey.queue_left,
+            &journey.queue_seconds, &journey.abandon_points, &journey.disconnect_reasons,
+            &journey.disconnect_reasons_raw, &journey.ivr_paths,
         ],
     )?;
     let revisions: HashMap<(String, String), i64> = written

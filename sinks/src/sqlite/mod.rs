@@ -26,7 +26,8 @@
 //! a fold of its call's events whose result does not depend on their order, kept up to date
 //! event by event ([`crate::calls_fold`], and `calls.rs` for the in-memory folds of recent calls), and
 //! an `agents` row is only replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
-//! the same whatever the arrival order.
+//! the same whatever the arrival order. The `conversations` view (schema version 6) is computed
+//! from the `calls` rows when it is read, so it inherits that.
 //!
 //! # Threading
 //!

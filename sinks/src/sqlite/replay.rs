@@ -424,6 +424,7 @@ fn compare_rows(before: &CallRow, after: &CallRow) -> Vec<FieldChange> {
     ];
     columns
         .into_iter()
+        .chain(before.journey.compared_columns(&after.journey))
         .filter(|(_, before, after)| before != after)
         .map(|(column, before, after)| FieldChange {
             column,

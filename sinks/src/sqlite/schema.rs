@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this build writes.
@@ -160,6 +161,62 @@ DROP TABLE dedupe_keys;
 DROP INDEX events_time;
 ";
 
+/// Version 6, model v1.1: the `calls` columns of the conversation and leg, the queue segment,
+/// the abandon point, the disconnect reason and the IVR path (rules in `calls_fold.rs`), and
+/// the `conversations` view over them. Rows written before keep NULL there (and `[]` as the
+/// IVR path) until their call gets a new event or is replayed: their events were mapped
+/// without these fields.
+///
+/// `conversations` has one row per conversation: `conversation_id`, or the call id of a call
+/// that has none (so every call is in one), per source.
+/// - `legs`: its calls; `first_started_at`: the earliest `started_at` (else first event);
+///   `last_ended_at`: the latest `ended_at`, NULL while any leg has not ended;
+/// - `total_talk_seconds`: the sum of the legs' `talk_seconds`; `agents`: the distinct agent
+///   numbers, a sorted JSON array;
+/// - `answered`: 1 when any leg was answered;
+/// - the **final disposition** (`final_disposition`, `final_disconnect_reason`,
+///   `final_abandon_point`) is the last leg's: the leg that ended last (`ended_at`, else its
+///   last event), ties broken by the greater call id. It says how the conversation ended:
+///   answered and transferred, then abandoned on the second agent, ends `abandoned`.
+const MIGRATION_6: &str = "
+ALTER TABLE calls ADD COLUMN conversation_id TEXT;
+ALTER TABLE calls ADD COLUMN leg TEXT;
+ALTER TABLE calls ADD COLUMN queue_joined_at TEXT;
+ALTER TABLE calls ADD COLUMN queue_left_at TEXT;
+ALTER TABLE calls ADD COLUMN queue_seconds INTEGER;
+ALTER TABLE calls ADD COLUMN abandon_point TEXT;
+ALTER TABLE calls ADD COLUMN disconnect_reason TEXT;
+ALTER TABLE calls ADD COLUMN disconnect_reason_raw TEXT;
+ALTER TABLE calls ADD COLUMN ivr_path TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX calls_conversation ON calls (source, coalesce(conversation_id, call_id));
+CREATE VIEW conversations AS
+SELECT
+    c.source,
+    coalesce(c.conversation_id, c.call_id) AS conversation_id,
+    count(*) AS legs,
+    min(coalesce(c.started_at, c.first_event_at)) AS first_started_at,
+    CASE WHEN count(c.ended_at) = count(*) THEN max(c.ended_at) END AS last_ended_at,
+    sum(c.talk_seconds) AS total_talk_seconds,
+    (SELECT json_group_array(agent_number) FROM (
+        SELECT DISTINCT a.agent_number FROM calls a
+        WHERE a.source = c.source
+          AND coalesce(a.conversation_id, a.call_id) = coalesce(c.conversation_id, c.call_id)
+          AND a.agent_number IS NOT NULL
+        ORDER BY a.agent_number)) AS agents,
+    max(c.answered_at IS NOT NULL) AS answered,
+    last.disposition AS final_disposition,
+    last.disconnect_reason AS final_disconnect_reason,
+    last.abandon_point AS final_abandon_point
+FROM calls c
+JOIN calls last ON last.source = c.source AND last.call_id = (
+    SELECT l.call_id FROM calls l
+    WHERE l.source = c.source
+      AND coalesce(l.conversation_id, l.call_id) = coalesce(c.conversation_id, c.call_id)
+    ORDER BY coalesce(l.ended_at, l.last_event_at) DESC, l.call_id DESC
+    LIMIT 1)
+GROUP BY c.source, coalesce(c.conversation_id, c.call_id);
+";
+
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
@@ -285,6 +342,53 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 6);
+    }
+
+    #[test]
+    fn test_a_version_5_file_upgrades_and_its_calls_are_conversations() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        for migration in &MIGRATIONS[..5] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 5).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO calls (source, call_id, vendor, direction, first_event_at, \
+                 ended_at, talk_seconds, correlation, events_count, last_event_type, \
+                 last_event_at, disposition) VALUES ('s', 'old', '7moor', 'inbound', \
+                 '2024-01-01T00:00:00.000000000Z', '2024-01-01T00:01:00.000000000Z', 42, '{}', \
+                 2, 'call.cdr', '2024-01-01T00:01:00.000000000Z', 'answered')",
+            )
+            .unwrap();
+        assert_eq!(migrate(&mut connection).unwrap(), 5);
+        let (conversation, leg, ivr_path): (Option<String>, Option<String>, String) = connection
+            .query_row(
+                "SELECT conversation_id, leg, ivr_path FROM calls WHERE call_id = 'old'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((conversation, leg, ivr_path.as_str()), (None, None, "[]"));
+        let (id, legs, talk, agents, last): (String, i64, i64, String, String) = connection
+            .query_row(
+                "SELECT conversation_id, legs, total_talk_seconds, agents, final_disposition \
+                 FROM conversations",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (id.as_str(), legs, talk, agents.as_str(), last.as_str()),
+            ("old", 1, 42, "[]", "answered")
+        );
     }
 
     #[test]

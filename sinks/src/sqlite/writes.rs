@@ -166,7 +166,7 @@ pub(crate) fn call_revision(
 }
 
 /// The columns a `calls` row is written with, in the order of [`call_row_params`].
-const CALL_COLUMNS: [&str; 26] = [
+const CALL_COLUMNS: [&str; 35] = [
     "source",
     "call_id",
     "vendor",
@@ -193,6 +193,16 @@ const CALL_COLUMNS: [&str; 26] = [
     "events_count",
     "last_event_type",
     "last_event_at",
+    // Model v1.1 (schema version 6).
+    "conversation_id",
+    "leg",
+    "queue_joined_at",
+    "queue_left_at",
+    "queue_seconds",
+    "abandon_point",
+    "disconnect_reason",
+    "disconnect_reason_raw",
+    "ivr_path",
 ];
 
 /// `INSERT INTO calls (...) VALUES (?1, ...)` with revision 1.
@@ -269,6 +279,11 @@ fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
             id: row.call_id.clone(),
             source,
         })?;
+    let ivr_path =
+        serde_json::to_string(&row.journey.ivr_path).map_err(|source| SqliteSinkError::Encode {
+            id: row.call_id.clone(),
+            source,
+        })?;
     let text = |value: Option<&str>| value.map_or(Sql::Null, |text| Sql::Text(text.to_owned()));
     let time = |value: &Option<DateTime<Utc>>| text(value.as_ref().map(encode_time).as_deref());
     Ok(vec![
@@ -308,6 +323,18 @@ fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
         Sql::Integer(to_sql_integer("events_count", row.events_count)?),
         Sql::Text(row.last_event_type.as_str().to_owned()),
         Sql::Text(encode_time(&row.last_event_at)),
+        // Model v1.1 (schema version 6).
+        text(row.journey.conversation_id.as_deref()),
+        text(row.journey.leg.map(|leg| leg.as_str())),
+        time(&row.journey.queue_joined_at),
+        time(&row.journey.queue_left_at),
+        row.journey.queue_seconds.map_or(Sql::Null, |seconds| {
+            Sql::Integer(i64::try_from(seconds).unwrap_or(i64::MAX))
+        }),
+        text(row.journey.abandon_point.map(|point| point.as_str())),
+        text(row.journey.disconnect_reason.map(|reason| reason.as_str())),
+        text(row.journey.disconnect_reason_raw.as_deref()),
+        Sql::Text(ivr_path),
     ])
 }
 

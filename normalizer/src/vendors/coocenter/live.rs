@@ -9,7 +9,7 @@
 use callhook_schemas::{CallEventData, Direction, Disposition, DispositionValue, EventType};
 
 use super::channel;
-use super::{extension_agent, take_first_phone};
+use super::{extension_agent, outcome, take_first_phone};
 use crate::build::Draft;
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -45,6 +45,7 @@ pub(super) fn dial_end(mut fields: Fields, mut data: CallEventData) -> Result<Dr
         data.ended_at = time;
         EventType::CallEnded
     };
+    outcome::dial_end(&mut data);
     data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(event_type, time, data))
 }
@@ -69,6 +70,7 @@ pub(super) fn hangup(mut fields: Fields, mut data: CallEventData) -> Result<Draf
     data.hangup_cause = fields
         .take_first_str(&["cause", "hangupcause", "hangupCause"])
         .or_else(|| fields.take_str("cause-txt"));
+    outcome::hangup(&mut data);
     data.vendor_fields = fields.into_vendor_fields();
     Ok(Draft::new(EventType::CallEnded, time, data))
 }

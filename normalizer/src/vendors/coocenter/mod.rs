@@ -31,6 +31,7 @@
 
 mod channel;
 mod live;
+mod outcome;
 mod records;
 mod status;
 
@@ -117,7 +118,7 @@ pub fn map(
     let key = dedupe_key(kind, &sent, &fields, &hash, push.received_at);
     let mut data = CallEventData::new(VENDOR, VENDOR, &sent, &ctx.name);
     data.account = fields.take_str("mac").map(|mac| mac.to_ascii_lowercase());
-    let draft = match kind {
+    let mut draft = match kind {
         EventKind::DialBegin => live::dial_begin(fields, data)?,
         EventKind::DialEnd => live::dial_end(fields, data)?,
         EventKind::Hangup => live::hangup(fields, data)?,
@@ -126,6 +127,9 @@ pub fn map(
         EventKind::Cdr => records::cdr(fields, data),
         EventKind::CcCdr => records::cc_cdr(fields, data),
     };
+    if !draft.event_type.is_agent_event() {
+        outcome::conversation(&mut draft.data);
+    }
     Ok((key, vec![draft]))
 }
 

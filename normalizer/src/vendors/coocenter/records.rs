@@ -11,7 +11,7 @@ use callhook_schemas::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{extension_agent, take_first_phone};
+use super::{extension_agent, outcome, take_first_phone};
 use crate::build::Draft;
 use crate::fields::Fields;
 
@@ -34,6 +34,7 @@ pub(super) fn ivr(mut fields: Fields, mut data: CallEventData) -> Draft {
     data.started_at = take_time(&mut fields, "startTime");
     data.ended_at = take_time(&mut fields, "endTime");
     data.total_seconds = fields.take_seconds("duration");
+    outcome::ivr(&mut fields, &mut data);
     let time = data.ended_at;
     data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::IvrCompleted, time, data)
@@ -59,6 +60,7 @@ pub(super) fn cdr(mut fields: Fields, mut data: CallEventData) -> Draft {
         .iter()
         .find_map(|key| fields.take_seconds(key));
     data.recording_urls = fields.take_str("recordfile").into_iter().collect();
+    outcome::cdr(&mut data);
     let time = data.ended_at;
     data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::CallCdr, time, data)
@@ -80,6 +82,7 @@ pub(super) fn cc_cdr(mut fields: Fields, mut data: CallEventData) -> Draft {
         .is_some_and(|v| is_truthy(&v));
     let miss_cause = fields.peek_str("missCause");
     let state = fields.take_str("cdrState");
+    let state_sent = state.clone();
     data.disposition = cc_disposition(state.as_deref(), miss_cause.as_deref(), voicemail)
         .map(|value| Disposition { value, raw: state });
     data.hangup_side = fields.take_str("hangupSide").map(|raw| HangupSide {
@@ -94,6 +97,7 @@ pub(super) fn cc_cdr(mut fields: Fields, mut data: CallEventData) -> Draft {
     data.ring_seconds = fields.take_seconds("ringTime");
     data.talk_seconds = fields.take_seconds("talkingTime");
     data.recording_urls = fields.take_str("filePath").into_iter().collect();
+    outcome::cc_cdr(&mut fields, &mut data, state_sent.as_deref());
     let time = data.ended_at;
     data.vendor_fields = fields.into_vendor_fields();
     Draft::new(EventType::CallCdr, time, data)

@@ -15,6 +15,7 @@
 
 mod common;
 mod enums;
+mod journey;
 mod privacy;
 mod v2;
 mod v7;

@@ -18,6 +18,7 @@ use super::common::{
     DIALECT_V2,
 };
 use super::enums;
+use super::journey;
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::Result;
 use crate::fields::Fields;
@@ -70,6 +71,8 @@ pub fn map(
     data.disposition = fields
         .take_str("result")
         .map(|raw| disposition(enums::privacy_result(&raw), raw));
+    journey::from_disposition(&mut data);
+    data.conversation_id = data.call_id.clone();
     push_unique(&mut data.recording_urls, fields.take_str("record_file_url"));
     fields.take_correlation("userData", &mut data.correlation);
     fields.take_correlation("mappingId", &mut data.correlation);

@@ -21,6 +21,7 @@ use super::common::{
     take_time_alias, DIALECT_V2,
 };
 use super::enums::{self, V2CallState};
+use super::journey;
 use crate::build::{payload_hash, Draft};
 use crate::error::{MapError, Result};
 use crate::fields::Fields;
@@ -56,6 +57,10 @@ pub fn map(payload: Map<String, Value>, ctx: &SourceContext) -> Result<(String, 
         data.disposition = fields
             .take_str("State")
             .map(|raw| disposition(enums::v2_state(&raw), raw));
+    }
+    journey::v2_common(&mut fields, &mut data);
+    if state == V2CallState::Hangup {
+        journey::v2_outcome(&mut data);
     }
     take_recordings(&mut fields, &mut data);
     for key in CORRELATION_FIELDS {

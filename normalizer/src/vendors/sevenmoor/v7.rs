@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 
 use super::common::{agent, disposition, new_data, queue, take_phone_first, DIALECT_V7};
 use super::enums::{self, CallEvent};
+use super::journey;
 use super::v7_cdr;
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
@@ -262,6 +263,7 @@ pub fn take_call_common(fields: &mut Fields, data: &mut CallEventData) {
     data.queue = queue(fields.take_str("queueNumber"), fields.take_str("queueName"));
     fields.take_correlation("actionId", &mut data.correlation);
     fields.take_correlation("extras", &mut data.correlation);
+    journey::v7_common(fields, data);
 }
 
 /// `mediaFailreason`: early-media recognition heard why the call failed ("正在通话" ...).
@@ -280,6 +282,7 @@ fn media_failure(vendor_event: String, mut fields: Fields, ctx: &SourceContext) 
         .or(keyword)
         .map(|raw| disposition(value, raw));
     data.hangup_cause = reason;
+    journey::from_disposition(&mut data);
     data.vendor_fields = fields.into_vendor_fields();
     vec![Draft::new(EventType::CallMediaFailure, time, data)]
 }

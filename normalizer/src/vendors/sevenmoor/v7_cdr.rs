@@ -22,6 +22,7 @@ use super::common::{
     disposition, new_data, push_unique, take_seconds_first, take_time_first, DIALECT_V7,
 };
 use super::enums;
+use super::journey;
 use super::v7::take_call_common;
 use crate::build::Draft;
 use crate::fields::Fields;
@@ -43,7 +44,9 @@ pub fn map_cdr(vendor_event: String, mut fields: Fields, ctx: &SourceContext) ->
     take_record_id(&mut fields, &mut data);
     let time = take_times(&mut fields, &mut data);
     take_durations(&mut fields, &mut data);
+    let status = fields.peek_str("status");
     take_outcome(&mut fields, &mut data);
+    journey::v7_cdr(&mut fields, &mut data, status);
     for key in RECORDING_FIELDS {
         push_unique(&mut data.recording_urls, fields.take_str(key));
     }

@@ -14,6 +14,7 @@ use callhook_schemas::{
 use serde_json::{Map, Value};
 
 use super::codes::{parse_call_direction, CallResult, Command};
+use super::journey;
 use super::{bounded, field_or_dash, DIALECT, VENDOR};
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
@@ -68,7 +69,9 @@ pub(super) fn map(
         number: Some(number),
         ..Agent::default()
     });
+    let call_result = fields.peek_str(CALL_RESULT);
     map_call_fields(command, &mut fields, &mut data);
+    journey::call_event(command, keys.session_id.clone(), call_result, &mut data);
     if command.event_type().is_agent_event() {
         data.agent_status = Some(agent_status(command, &fields));
     } else {

@@ -14,6 +14,7 @@
 
 mod call_event;
 mod codes;
+mod journey;
 mod push_call_event;
 
 use serde_json::{Map, Value};

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::codes::PushEvent;
+use super::journey;
 use super::{bounded, DIALECT, VENDOR};
 use crate::build::{payload_hash, receive_bucket, Draft};
 use crate::error::{MapError, Result};
@@ -80,6 +81,7 @@ pub(super) fn map(
             extension,
         });
     }
+    journey::push_call_event(event, &mut data);
     let time = map_times(event, &mut fields, &mut data);
     let has_time = time.is_some()
         || [data.started_at, data.answered_at, data.ended_at]
