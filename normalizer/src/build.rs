@@ -155,10 +155,16 @@ pub fn payload_hash(fields: &Map<String, Value>) -> String {
 
 /// Writes `{"key":value,...,}` with keys sorted; keys and scalars in serde_json's compact form.
 fn write_canonical_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
+    // Sorted by the key's first eight bytes as a big-endian word, then by the whole key: the
+    // same order as comparing keys alone (a word orders like its bytes, and keys are unique),
+    // with a compare of two integers in place of a `memcmp` call for nearly every pair.
+    let mut entries: Vec<(u64, &String, &Value)> = map
+        .iter()
+        .map(|(key, value)| (key_prefix(key), key, value))
+        .collect();
+    entries.sort_unstable_by(|left, right| left.0.cmp(&right.0).then_with(|| left.1.cmp(right.1)));
     out.push(b'{');
-    for (key, value) in entries {
+    for (_, key, value) in entries {
         write_str(key, out);
         out.push(b':');
         write_canonical(value, out);
@@ -181,6 +187,14 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         Value::String(text) => write_str(text, out),
         scalar => write_json(scalar, out),
     }
+}
+
+/// A key's first eight bytes, zero-padded, as a big-endian word.
+fn key_prefix(key: &str) -> u64 {
+    let mut prefix = [0u8; 8];
+    let take = key.len().min(8);
+    prefix[..take].copy_from_slice(&key.as_bytes()[..take]);
+    u64::from_be_bytes(prefix)
 }
 
 /// Writes a string exactly as serde_json's compact form does: the common text that needs no
@@ -248,6 +262,39 @@ pub fn receive_bucket(received_at: DateTime<Utc>) -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn test_canonical_key_order_is_byte_order() {
+        let keys = [
+            "b",
+            "a",
+            "ab",
+            "a\u{0}",
+            "abcdefgh",
+            "abcdefgg",
+            "abcdefghi",
+            "abcdefgh\u{0}",
+            "张",
+            "Z",
+            "",
+        ];
+        let map: Map<String, Value> = keys.iter().map(|key| (key.to_string(), json!(1))).collect();
+        let mut canonical = Vec::new();
+        write_canonical_map(&map, &mut canonical);
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        let expected: Map<String, Value> = sorted
+            .iter()
+            .map(|key| (key.to_string(), json!(1)))
+            .collect();
+        let mut text = String::from("{");
+        for key in expected.keys() {
+            text.push_str(&serde_json::to_string(key).unwrap());
+            text.push_str(":1,");
+        }
+        text.push('}');
+        assert_eq!(String::from_utf8(canonical).unwrap(), text);
+    }
 
     #[test]
     fn test_write_str_is_byte_for_byte_serde_json() {

@@ -13,11 +13,14 @@
 //!   blank (`[]`, `[""]`), an empty object (`{}`). This is the model's "an absent value is
 //!   omitted (never `""`)"; the takers likewise return `None` for a blank value.
 //!
-//! Speed: the fields sit in a vector in sent order, found by a linear scan (a push has a few
-//! dozen fields at most, and comparing short keys beats hashing them), or through an index
-//! sorted by key when a payload has more than [`LINEAR_SCAN_MAX`] fields (bounded by
-//! `limits::MAX_FIELDS`). Taking a field is O(1) once it is found; removing it from
-//! serde_json's ordered map was O(fields) each, a quarter of the 7moor mapping time.
+//! Speed: the fields sit in a vector in sent order, found through a small open-addressing
+//! table of positions keyed by each key's [`key_tag`] (a word: its length and first seven
+//! bytes), so a lookup compares a word or two and a whole key only on a tag match (keys whose
+//! tags pile up get a sorted index instead, see [`Index`]). A full v7
+//! cdr has 78 fields and its mapper looks up some hundred names, many of them absent aliases:
+//! a linear scan, or a binary search over a sorted index, compared keys for a tenth of the
+//! mapping. Taking a field is O(1) once it is found; removing it from serde_json's ordered map
+//! was O(fields) each, a quarter of the 7moor mapping time.
 
 use callhook_schemas::PhoneNumber;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -26,18 +29,15 @@ use serde_json::{Map, Value};
 use crate::phone::parse_phone;
 use crate::time::parse_time_value;
 
-/// Payloads with more fields than this get a sorted index instead of linear scans.
-const LINEAR_SCAN_MAX: usize = 48;
-
 /// The vendor fields of one push, consumed as they are mapped.
 #[derive(Debug, Clone)]
 pub struct Fields {
     /// Every field in sent order, and whether it was taken.
     entries: Vec<(String, Value, bool)>,
-    /// [`key_tag`] of each entry's key, scanned before any key is compared.
+    /// [`key_tag`] of each entry's key, compared before any key is.
     tags: Vec<u64>,
-    /// Positions in `entries` sorted by key, when there are more than [`LINEAR_SCAN_MAX`].
-    sorted: Option<Vec<usize>>,
+    /// How a key is found.
+    index: Index,
     zone: FixedOffset,
 }
 
@@ -48,32 +48,42 @@ impl Fields {
             .into_iter()
             .map(|(key, value)| (key, value, false))
             .collect();
-        let tags = entries.iter().map(|entry| key_tag(&entry.0)).collect();
-        let sorted = (entries.len() > LINEAR_SCAN_MAX).then(|| {
-            let mut positions: Vec<usize> = (0..entries.len()).collect();
-            positions.sort_unstable_by(|&left, &right| entries[left].0.cmp(&entries[right].0));
-            positions
-        });
+        let tags: Vec<u64> = entries.iter().map(|entry| key_tag(&entry.0)).collect();
+        let index = match slot_index(&tags) {
+            Some(slots) => Index::Slots(slots),
+            None => {
+                let mut sorted: Vec<usize> = (0..entries.len()).collect();
+                sorted.sort_unstable_by(|&left, &right| entries[left].0.cmp(&entries[right].0));
+                Index::Sorted(sorted)
+            }
+        };
         Fields {
             entries,
             tags,
-            sorted,
+            index,
             zone,
         }
     }
 
     /// The position of an untaken field (keys are unique: the map they came from saw to it).
     fn position(&self, key: &str) -> Option<usize> {
-        let found = match &self.sorted {
-            None => {
+        let found = match &self.index {
+            Index::Slots(slots) => {
                 let tag = key_tag(key);
-                self.tags
-                    .iter()
-                    .enumerate()
-                    .find(|&(position, &other)| other == tag && self.entries[position].0 == key)
-                    .map(|(position, _)| position)
+                let mask = slots.len() - 1;
+                let mut slot = slot_of(tag, mask);
+                loop {
+                    let position = match slots[slot] {
+                        0 => break None,
+                        filled => filled as usize - 1,
+                    };
+                    if self.tags[position] == tag && self.entries[position].0 == key {
+                        break Some(position);
+                    }
+                    slot = (slot + 1) & mask;
+                }
             }
-            Some(sorted) => sorted
+            Index::Sorted(sorted) => sorted
                 .binary_search_by(|&position| self.entries[position].0.as_str().cmp(key))
                 .ok()
                 .map(|index| sorted[index]),
@@ -221,10 +231,50 @@ impl Fields {
     }
 }
 
+/// How [`Fields`] finds a key.
+#[derive(Debug, Clone)]
+enum Index {
+    /// Open addressing over the tags: each slot is an entry's position + 1, or 0 when empty;
+    /// the length is a power of two at least twice the number of entries.
+    Slots(Vec<u32>),
+    /// Positions sorted by key, for payloads whose tags pile up (many keys of one length
+    /// sharing their first seven bytes, as a hostile push can send): lookups stay O(log n).
+    Sorted(Vec<usize>),
+}
+
+/// The longest probe [`slot_index`] accepts before giving up for a sorted index.
+const MAX_PROBE: usize = 32;
+
+/// Builds the open-addressing table, or `None` when some key would be found only after more
+/// than [`MAX_PROBE`] slots.
+fn slot_index(tags: &[u64]) -> Option<Vec<u32>> {
+    let mut slots = vec![0u32; (tags.len() * 2).max(8).next_power_of_two()];
+    let mask = slots.len() - 1;
+    for (position, &tag) in tags.iter().enumerate() {
+        let mut slot = slot_of(tag, mask);
+        let mut probes = 0;
+        while slots[slot] != 0 {
+            probes += 1;
+            if probes > MAX_PROBE {
+                return None;
+            }
+            slot = (slot + 1) & mask;
+        }
+        // Positions fit: a payload has at most `limits::MAX_FIELDS` values.
+        slots[slot] = u32::try_from(position + 1).ok()?;
+    }
+    Some(slots)
+}
+
+/// The home slot of a tag (Fibonacci hashing: the multiply spreads the tag's bytes over the
+/// high bits, which the shift keeps).
+fn slot_of(tag: u64, mask: usize) -> usize {
+    let bits = (mask + 1).trailing_zeros();
+    (tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
 /// A key's length and first seven bytes in one word: equal keys have equal tags, and most
-/// unequal keys of a push (`callNo`, `callId`, `called` ...) differ here already, so a lookup
-/// compares a word per field and a whole key only on a tag match (comparing every key was a
-/// tenth of mapping).
+/// unequal keys of a push (`callNo`, `callId`, `called` ...) differ here already.
 fn key_tag(key: &str) -> u64 {
     let bytes = key.as_bytes();
     let mut prefix = [0u8; 8];
@@ -357,13 +407,13 @@ mod tests {
     }
 
     #[test]
-    fn test_a_large_payload_is_found_through_its_sorted_index() {
+    fn test_a_large_payload_is_found_through_its_index() {
         let mut map = Map::new();
         for index in (0..200).rev() {
             map.insert(format!("k{index:03}"), json!(index));
         }
         let mut f = Fields::new(map, crate::push::china_offset());
-        assert!(f.sorted.is_some());
+        assert!(matches!(&f.index, Index::Slots(slots) if slots.len() == 512));
         assert_eq!(f.take_str("k150").as_deref(), Some("150"));
         assert_eq!(f.take_str("k150"), None, "a taken field is gone");
         assert!(!f.has("k150"));
@@ -374,6 +424,20 @@ mod tests {
         assert_eq!(keys.len(), 198);
         assert_eq!(keys[0], "k199", "sent order, not key order");
         assert!(!keys.contains(&"k150".to_owned()) && !keys.contains(&"k007".to_owned()));
+    }
+
+    #[test]
+    fn test_keys_whose_tags_pile_up_get_a_sorted_index() {
+        // One length, one first seven bytes: every key has the same tag.
+        let map: Map<String, Value> = (0..500)
+            .map(|index| (format!("prefix_{index:05}"), json!(index)))
+            .collect();
+        let mut f = Fields::new(map, crate::push::china_offset());
+        assert!(matches!(f.index, Index::Sorted(_)));
+        assert_eq!(f.take_str("prefix_00421").as_deref(), Some("421"));
+        assert_eq!(f.take_str("prefix_00421"), None);
+        assert_eq!(f.take_str("prefix_99999"), None);
+        assert_eq!(f.into_vendor_fields().len(), 499);
     }
 
     #[test]
