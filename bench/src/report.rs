@@ -357,7 +357,8 @@ fn memory_rows(rows: &mut Vec<Row>, results: &Value) {
     ));
     let normalizer = &results["normalizer"];
     rows.push(row(
-        "peak RSS: normalizer-bench (pre-fill, mapping, rebuild with its 256 MiB page cache, drain)".to_owned(),
+        "peak RSS: normalizer-bench (pre-fill, mapping, rebuild with its 1 GiB page cache, drain)"
+            .to_owned(),
         mebibytes(number(normalizer, "/memory/peak_rss_kib")),
         String::new(),
         String::new(),

@@ -81,7 +81,7 @@ impl SqliteSink {
     }
 
     /// Opens a new database at `path` to be filled in one go (a rebuild from the raw log):
-    /// no journal, no syncs, a 256 MiB page cache, an exclusive lock and one transaction from
+    /// no journal, no syncs, a page cache of up to 1 GiB, an exclusive lock and one transaction from
     /// here to [`SqliteSink::finish_bulk`], because a rebuild that dies is started again from
     /// scratch, never resumed. (Committing each batch would write every index page a batch
     /// touched once per batch: with ids that are hashes, that is nearly all of them, so a
