@@ -7,14 +7,16 @@
 //! publishes), not at the batch's first record: the batch still being committed is in flight
 //! too, so a death while either is in flight isolates both ([`super::attempts`]).
 //!
-//! The hand-over is a channel of one batch: the stage is at most one batch ahead, so memory
-//! stays bounded by two batches. When the committing thread stops (or goes into recovery), it
+//! The hand-over is a rendezvous channel: a mapped batch waits in the stage until the
+//! committing thread takes it, so memory holds at most two batches (the one committing and the
+//! next), and the stage maps the one after while the next commits. When the committing thread
+//! stops (or goes into recovery), it
 //! drops its end; the stage notices at its next send or idle wake-up and returns, handing the
 //! journal back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,9 +91,10 @@ impl ReadAhead {
                 }
                 if !announced_caught_up {
                     announced_caught_up = true;
-                    match out.try_send(Ahead::CaughtUp) {
-                        Ok(()) | Err(TrySendError::Full(_)) => {}
-                        Err(TrySendError::Disconnected(_)) => return Ok(()),
+                    // A rendezvous: this waits for the writer to finish the batch it holds
+                    // (there is nothing to map meanwhile), and fails once the writer is gone.
+                    if out.send(Ahead::CaughtUp).is_err() {
+                        return Ok(());
                     }
                 }
                 self.reader.wait_for_append(generation, self.idle_wait);

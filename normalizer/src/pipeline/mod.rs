@@ -309,7 +309,10 @@ impl Normalizer {
             until_caught_up: drain,
             stop: Arc::clone(&stop),
         };
-        let (sender, receiver) = mpsc::sync_channel(1);
+        // A rendezvous channel: the mapper hands a batch over only when the writer takes it,
+        // so at most two batches are in memory (the one committing and the next, mapped),
+        // not three; the mapper is the faster of the two, so the overlap is kept.
+        let (sender, receiver) = mpsc::sync_channel(0);
         // It inherits this thread's CPU priority (Linux keeps nice per thread, and a new
         // thread starts with its creator's).
         let thread = std::thread::Builder::new()
