@@ -45,11 +45,14 @@
 //! | `correlation` | the union of all `data.correlation` maps; for a key in several, the value from the event first in preferred order wins (earlier never overwritten); stored as a JSON object with sorted keys |
 //! | `events_count` | the number of events folded |
 //! | `last_event_type` | the type of the last event in fold order |
+//! | `status` (since v1.1) | from the set of event types: `final` with a `call.cdr`, else `ended` with a `call.ended`, else `stale` with a `call.stale`, else `in_progress` ([`crate::call_status`]) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use callhook_schemas::{CallEventData, Direction, DispositionValue, EventType, PhoneNumber};
+
+use crate::call_status::{CallStatus, StatusFold};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -117,6 +120,8 @@ pub struct CallRow {
     pub last_event_type: EventType,
     /// The time of the last event in fold order.
     pub last_event_at: DateTime<Utc>,
+    /// How complete the record is (since v1.1; [`crate::call_status`]).
+    pub status: CallStatus,
 }
 
 /// Returns the rank of an event type in the fold order (lower sorts first at equal times).
@@ -133,6 +138,8 @@ pub fn type_rank(event_type: EventType) -> u8 {
         EventType::AgentLoggedIn => 7,
         EventType::AgentStatusChanged => 8,
         EventType::AgentLoggedOut => 9,
+        // After every vendor event at the same time: callhook's own verdict on the call.
+        EventType::CallStale => 10,
     }
 }
 
@@ -231,6 +238,7 @@ pub struct CallFold {
     talk_seconds: Best<AuthorityKey, u64>,
     correlation: BTreeMap<String, (PreferredKey, Value)>,
     events_count: u64,
+    status: StatusFold,
 }
 
 impl CallFold {
@@ -257,6 +265,7 @@ impl CallFold {
             talk_seconds: Best::empty(),
             correlation: BTreeMap::new(),
             events_count: 0,
+            status: StatusFold::default(),
         }
     }
 
@@ -277,6 +286,7 @@ impl CallFold {
             return;
         }
         self.events_count += 1;
+        self.status.add(event_type);
         // One allocation per event, shared by every key that keeps it (a cached fold holds
         // a dozen keys, mostly of the same few events).
         let id: Arc<str> = Arc::from(id);
@@ -414,6 +424,7 @@ impl CallFold {
             events_count: self.events_count,
             last_event_type: *self.last.value()?,
             last_event_at: last.time,
+            status: self.status.status(),
         })
     }
 }

@@ -275,7 +275,7 @@ fn test_processes_starting_at_once_migrate_once() {
         server
             .psql("SELECT count(*) FROM callhook_schema_migrations")
             .trim(),
-        "1"
+        callhook_sinks::postgres::schema::SCHEMA_VERSION.to_string()
     );
 }
 

@@ -42,6 +42,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod schema;
+mod sequence;
 pub mod sink;
 mod tls;
 mod writes;

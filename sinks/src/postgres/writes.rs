@@ -110,6 +110,10 @@ fn write_events<'a>(
     rejected: &HashMap<usize, String>,
     tally: &mut Tally,
 ) -> Result<Vec<NewEvent<'a>>> {
+    let mut numbering = super::sequence::lock_and_start(
+        transaction,
+        pushes(batch, rejected).flat_map(|(_, _, events)| events.iter()),
+    )?;
     let ids: Vec<&str> = pushes(batch, rejected)
         .flat_map(|(_, _, events)| events.iter().map(|e| e.event.id.as_str()))
         .collect();
@@ -132,7 +136,9 @@ fn write_events<'a>(
                 tally.outcome.events_already_stored += 1;
                 continue;
             }
-            rows.push(sink_event, received_at);
+            let sequence = numbering.number_for(event, || Ok::<_, PostgresSinkError>(0))?;
+            numbering.stored(event, sequence);
+            rows.push(sink_event, received_at, sequence);
             new_events.push(NewEvent { event });
         }
     }
@@ -140,14 +146,15 @@ fn write_events<'a>(
         let inserted: HashSet<String> = transaction
             .query(
                 "INSERT INTO events (id, type, source, subject, time, timesource, specversion, \
-                 datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version) \
+                 datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version, \
+                 sequence) \
                  SELECT id, type, source, subject, time, timesource, specversion, datacontenttype, \
-                 dataschema, source_name, call_id, received_at, data::jsonb, mapping_version \
+                 dataschema, source_name, call_id, received_at, data::jsonb, mapping_version, sequence \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                 $12::timestamptz[], $13::text[], $14::int4[]) \
+                 $12::timestamptz[], $13::text[], $14::int4[], $15::int8[]) \
                  AS t(id, type, source, subject, time, timesource, specversion, datacontenttype, \
-                 dataschema, source_name, call_id, received_at, data, mapping_version) \
+                 dataschema, source_name, call_id, received_at, data, mapping_version, sequence) \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
                 &[
                     &rows.id,
@@ -164,6 +171,7 @@ fn write_events<'a>(
                     &rows.received_at,
                     &rows.data,
                     &rows.mapping_version,
+                    &rows.sequence,
                 ],
             )?
             .iter()
@@ -218,10 +226,16 @@ struct EventColumns<'a> {
     received_at: Vec<DateTime<Utc>>,
     data: Vec<&'a str>,
     mapping_version: Vec<Option<i32>>,
+    sequence: Vec<Option<i64>>,
 }
 
 impl<'a> EventColumns<'a> {
-    fn push(&mut self, sink_event: &'a crate::SinkEvent, received_at: &DateTime<Utc>) {
+    fn push(
+        &mut self,
+        sink_event: &'a crate::SinkEvent,
+        received_at: &DateTime<Utc>,
+        sequence: Option<u64>,
+    ) {
         let event = &sink_event.event;
         self.id.push(&event.id);
         self.event_type.push(event.event_type.as_str());
@@ -241,6 +255,8 @@ impl<'a> EventColumns<'a> {
         self.data.push(&sink_event.data_json);
         self.mapping_version
             .push(event.mappingversion.and_then(|v| i32::try_from(v).ok()));
+        self.sequence
+            .push(sequence.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
     }
 }
 
@@ -495,16 +511,17 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
         .collect::<Result<Vec<i64>>>()?;
     let last_types = text(|r| Some(r.last_event_type.as_str()));
     let last = time(|r| Some(r.last_event_at));
+    let statuses = text(|r| Some(r.status.as_str()));
     let written = transaction.query(
         "INSERT INTO calls (source, call_id, vendor, direction, caller, caller_e164, callee, \
          callee_e164, agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, \
          started_at, ringing_at, answered_at, ended_at, disposition, disposition_raw, talk_seconds, \
-         recording_url, correlation, events_count, last_event_type, last_event_at) \
+         recording_url, correlation, events_count, last_event_type, last_event_at, status) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], \
          $17::timestamptz[], $18::timestamptz[], $19::text[], $20::text[], $21::int8[], \
-         $22::text[], $23::jsonb[], $24::int8[], $25::text[], $26::timestamptz[]) \
+         $22::text[], $23::jsonb[], $24::int8[], $25::text[], $26::timestamptz[], $27::text[]) \
          ON CONFLICT (source, call_id) DO UPDATE SET vendor = excluded.vendor, \
          direction = excluded.direction, caller = excluded.caller, caller_e164 = excluded.caller_e164, \
          callee = excluded.callee, callee_e164 = excluded.callee_e164, \
@@ -517,13 +534,14 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
          talk_seconds = excluded.talk_seconds, recording_url = excluded.recording_url, \
          correlation = excluded.correlation, events_count = excluded.events_count, \
          last_event_type = excluded.last_event_type, last_event_at = excluded.last_event_at, \
+         status = excluded.status, \
          revision = calls.revision + 1 \
          RETURNING source, call_id, revision",
         &[
             &sources, &call_ids, &vendors, &directions, &callers, &callers_e164, &callees,
             &callees_e164, &agent_numbers, &agent_names, &queues, &queue_names, &parents, &first,
             &started, &ringing, &answered, &ended, &dispositions, &dispositions_raw, &talk,
-            &recordings, &correlations, &counts, &last_types, &last,
+            &recordings, &correlations, &counts, &last_types, &last, &statuses,
         ],
     )?;
     let revisions: HashMap<(String, String), i64> = written

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this build writes.
@@ -158,6 +159,27 @@ CREATE TABLE sink_meta (
 const MIGRATION_5: &str = "
 DROP TABLE dedupe_keys;
 DROP INDEX events_time;
+";
+
+/// Version 6 (model v1.1): `events.sequence`, each call event's place among its call's events
+/// in the order they were first stored (existing events numbered by `seq`, which is that
+/// order), and `calls.status` (`in_progress`, `ended`, `final`, `stale`; existing rows derived
+/// from their events' types, see `call_status.rs`), with a partial index for the stale sweep.
+const MIGRATION_6: &str = "
+ALTER TABLE events ADD COLUMN sequence INTEGER;
+UPDATE events SET sequence = numbered.n FROM (
+    SELECT seq, row_number() OVER (PARTITION BY source_name, call_id ORDER BY seq) AS n
+    FROM events
+    WHERE call_id IS NOT NULL AND call_id != '' AND subject = call_id AND type NOT LIKE 'agent.%'
+) AS numbered WHERE events.seq = numbered.seq;
+ALTER TABLE calls ADD COLUMN status TEXT NOT NULL DEFAULT 'in_progress';
+UPDATE calls SET status = CASE
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.cdr') THEN 'final'
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.ended') THEN 'ended'
+    ELSE 'in_progress' END;
+CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = 'in_progress';
 ";
 
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).

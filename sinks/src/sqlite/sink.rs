@@ -19,6 +19,7 @@ use super::schema;
 use super::writes::{self, DeadLetterRow};
 use crate::batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
 use crate::metrics::{BatchCommitted, SinkMetrics};
+use crate::sequence::Numbering;
 
 /// The `sink` label of this sink's metrics.
 pub const METRIC_LABEL: &str = "sqlite";
@@ -291,6 +292,8 @@ struct BatchTally<'a> {
     dead_letters_by_reason: BTreeMap<&'a str, u64>,
     /// The new call events of the batch, by `(source_name, call_id)`.
     touched_calls: TouchedCalls<'a>,
+    /// The per-call `sequence` numbers handed out so far ([`crate::sequence`]).
+    numbering: Numbering,
 }
 
 /// Folds kept for the call cache once their batch is committed.
@@ -370,7 +373,11 @@ fn write_push<'a>(
             "event `{}` is from another source",
             event.id
         );
-        if !writes::insert_event(connection, sink_event, received_at)? {
+        let sequence = tally.numbering.number_for(event, || {
+            let call_id = event.data.call_id.as_deref().unwrap_or_default();
+            writes::max_sequence(connection, &event.data.source_name, call_id)
+        })?;
+        if !writes::insert_event(connection, sink_event, received_at, sequence)? {
             if ordinal == 0 {
                 tally.outcome.duplicates_skipped += 1;
                 return Ok(());
@@ -378,6 +385,7 @@ fn write_push<'a>(
             tally.outcome.events_already_stored += 1;
             continue;
         }
+        tally.numbering.stored(event, sequence);
         tally.outcome.events_inserted += 1;
         tally.events_by_type[event.event_type as usize] += 1;
         if let Some(update) = agent_update(event) {
