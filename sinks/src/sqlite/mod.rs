@@ -47,6 +47,7 @@ pub mod error;
 pub mod replay;
 pub mod schema;
 pub mod sink;
+pub mod stale;
 mod writes;
 
 // The pure projection rules are shared with the PostgreSQL sink; these paths stay for callers

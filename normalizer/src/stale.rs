@@ -1,0 +1,213 @@
+//! Stale calls: a call with no terminal event (`call.ended`, `call.cdr`) its source's
+//! `stale_after` after its last event gets a `call.stale` event (since v1.1).
+//!
+//! # How, and what it guarantees
+//!
+//! - **Measured on callhook's clock.** "After its last event" is the greatest `received_at` of
+//!   the call's stored events, compared with an injectable [`Clock`]. Vendor times are not
+//!   used: a vendor clock that runs wrong (or a zone-less time read in the wrong zone) would
+//!   make calls stale early or never.
+//! - **The sweep** ([`StaleSweep::sweep`]) reads the SQLite sink (calls whose `status` is
+//!   `in_progress`, through a partial index) and, for each call found, appends a **notice** to
+//!   the raw log: a record of the call's source marked `x-callhook-origin: stale-sweep` whose
+//!   body is a [`StaleNotice`]. It runs beside the receiver, where the raw log is written
+//!   (`src/stages/stale.rs`), like reconciliation.
+//! - **The normal path does the rest.** The normalizer maps a notice ([`map_notice`]) to one
+//!   `call.stale` event, dedupes it, numbers it (`sequence`) and projects it like any push: in
+//!   `events`, on the Kafka events topic, and into the `calls` row (`status = stale`). Because
+//!   the notice is a raw record, `callhook replay` rebuilds the same `call.stale` with the
+//!   same `sequence`, and an in-place replay keeps it.
+//! - **Once per call.** The notice's dedupe key is `callhook.stale:<call id>`, so its event id
+//!   is deterministic: a notice appended twice (a second sweep before the first notice was
+//!   projected, a restart) is a duplicate and adds nothing. A call that was declared stale is
+//!   not `in_progress` any more, so it is not swept again; a hangup or CDR that arrives later
+//!   moves its row on to `ended` or `final` as usual.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use callhook_rawlog::RawRecord;
+use callhook_schemas::{CallEventData, EventType};
+use callhook_sinks::sqlite::stale::StaleCandidate;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::build::{finish, Draft, Mapped};
+use crate::error::{MapError, Result};
+use crate::push::{RawPush, SourceContext};
+
+/// The header that marks a stale notice, and its value.
+pub const ORIGIN_HEADER: (&str, &str) = ("x-callhook-origin", "stale-sweep");
+
+/// The `vendor_event` of a `call.stale` event (callhook's, not a vendor's).
+pub const VENDOR_EVENT: &str = "callhook.stale";
+
+/// Where "now" comes from: the system clock, or a test's.
+pub trait Clock: Send + Sync {
+    /// Returns the current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+impl<F: Fn() -> DateTime<Utc> + Send + Sync> Clock for F {
+    fn now(&self) -> DateTime<Utc> {
+        self()
+    }
+}
+
+/// The body of a stale notice: what the sweep knew about the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaleNotice {
+    /// The vendor-scoped call id.
+    pub call_id: String,
+    /// The call's vendor (`data.vendor`).
+    pub vendor: String,
+    /// The dialect of the call's newest event (`data.dialect`).
+    pub dialect: String,
+    /// The account of the call's newest event, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The type of the call's last event.
+    pub last_event_type: String,
+    /// When callhook received the call's newest event.
+    pub last_received_at: DateTime<Utc>,
+    /// The source's `stale_after`, in seconds.
+    pub stale_after_seconds: u64,
+}
+
+impl StaleNotice {
+    /// The written reason a `call.stale` event carries (`data.stale_reason`).
+    pub fn reason(&self) -> String {
+        format!(
+            "no call.ended or call.cdr received within {} of the call's last event \
+             (a {} received at {}); the vendor's hangup or CDR may be lost or late",
+            human_duration(self.stale_after_seconds),
+            self.last_event_type,
+            callhook_schemas::canonical_time(&self.last_received_at),
+        )
+    }
+}
+
+fn human_duration(seconds: u64) -> String {
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Returns true when `push` is a stale notice (and not a vendor's push).
+pub fn is_notice(push: &RawPush<'_>) -> bool {
+    push.headers
+        .iter()
+        .any(|(name, value)| name == ORIGIN_HEADER.0 && value == ORIGIN_HEADER.1)
+}
+
+/// Returns the dedupe key of a call's stale notice: one `call.stale` per call.
+pub fn dedupe_key(call_id: &str) -> String {
+    format!("callhook.stale:{call_id}")
+}
+
+/// Maps a stale notice to its `call.stale` event. Its time is when the sweep appended the
+/// notice (`timesource = received`: callhook's clock).
+pub fn map_notice(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Mapped> {
+    let notice: StaleNotice = serde_json::from_slice(push.body)
+        .map_err(|error| MapError::UnrecognizedShape(format!("stale notice: {error}")))?;
+    if notice.call_id.is_empty() {
+        return Err(MapError::UnrecognizedShape(
+            "stale notice without a call id".to_owned(),
+        ));
+    }
+    let mut data = CallEventData::new(&notice.vendor, &notice.dialect, VENDOR_EVENT, &ctx.name);
+    data.account = notice.account.clone();
+    data.call_id = Some(notice.call_id.clone());
+    data.stale_reason = Some(notice.reason());
+    let draft = Draft::new(EventType::CallStale, None, data);
+    Ok(finish(vec![draft], push, ctx, dedupe_key(&notice.call_id)))
+}
+
+/// Builds the raw record of a notice for `source`, received (appended) at `now`.
+pub fn notice_record(source: &str, notice: &StaleNotice, now: DateTime<Utc>) -> RawRecord {
+    let body = serde_json::to_vec(notice).unwrap_or_default();
+    RawRecord {
+        source: source.to_owned(),
+        received_at: now,
+        method: "POST".to_owned(),
+        content_type: Some("application/json".to_owned()),
+        query: None,
+        remote_addr: None,
+        request_id: format!(
+            "stale-{}",
+            &crate::build::event_id(source, &dedupe_key(&notice.call_id), 0)[..16]
+        ),
+        headers: vec![(ORIGIN_HEADER.0.to_owned(), ORIGIN_HEADER.1.to_owned())],
+        body: Bytes::from(body),
+    }
+}
+
+/// The most calls one sweep of one source declares stale (the rest wait for the next sweep).
+pub const MAX_PER_SWEEP: usize = 1000;
+
+/// The sweep: which sources, after how long, on which clock.
+pub struct StaleSweep {
+    /// Per source name: its `stale_after`.
+    pub stale_after: BTreeMap<String, Duration>,
+    /// Where "now" comes from.
+    pub clock: Box<dyn Clock>,
+}
+
+impl StaleSweep {
+    /// Returns the notices to append now: per source, the calls still in progress whose newest
+    /// event was received more than `stale_after` ago, each with its raw record's partition key
+    /// (the call id, as the receiver keys a push).
+    pub fn sweep(
+        &self,
+        connection: &rusqlite::Connection,
+    ) -> std::result::Result<Vec<(String, RawRecord)>, callhook_sinks::SqliteSinkError> {
+        let now = self.clock.now();
+        let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let mut records = Vec::new();
+        for (source, stale_after) in &self.stale_after {
+            let Ok(after) = chrono::TimeDelta::from_std(*stale_after) else {
+                continue;
+            };
+            let candidates = callhook_sinks::sqlite::stale::stale_candidates(
+                connection,
+                source,
+                now - after,
+                MAX_PER_SWEEP,
+            )?;
+            for candidate in candidates {
+                let notice = notice_of(&candidate, stale_after.as_secs());
+                records.push((
+                    candidate.call_id.clone(),
+                    notice_record(source, &notice, now),
+                ));
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn notice_of(candidate: &StaleCandidate, stale_after_seconds: u64) -> StaleNotice {
+    StaleNotice {
+        call_id: candidate.call_id.clone(),
+        vendor: candidate.vendor.clone(),
+        dialect: candidate.dialect.clone(),
+        account: candidate.account.clone(),
+        last_event_type: candidate.last_event_type.clone(),
+        last_received_at: candidate.last_received_at,
+        stale_after_seconds,
+    }
+}
