@@ -16,13 +16,22 @@
 //!   so each numbers a call's events the same way ([`crate::projections`]); `callhook replay
 //!   --into` commits the raw log's records in the same order as the live loop did, so a rebuild
 //!   reproduces the numbers (see `schemas/README.md` for the limits).
+//! - **Before the sinks, when Kafka needs it.** In Kafka mode the events topic is produced
+//!   before the projection sinks commit, so the normalizer numbers the batch first
+//!   ([`ProjectionSinks::assign_sequences`]) from the projection that is authoritative for it
+//!   (PostgreSQL when it runs, else SQLite), by the same rule: `ce_sequence` then carries the
+//!   number each sink stores. An event already stored keeps its stored number (a re-produced
+//!   batch carries the same `ce_sequence`s).
 //! - **Concurrent writers.** The SQLite sink numbers under its write lock; the PostgreSQL sink
 //!   takes the per-call advisory lock before it reads the maximum, so two normalizers writing
 //!   one call cannot hand out one number twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use callhook_schemas::CloudEvent;
+
+use crate::batch::{SinkBatch, SinkItem};
+use crate::projections::{ProjectionSinks, SinkError};
 
 /// Returns the `(source_name, call_id)` an event is numbered under, or `None` for an event
 /// that belongs to no call.
@@ -92,6 +101,108 @@ impl Numbering {
             self.used(call, number);
         }
     }
+}
+
+impl ProjectionSinks {
+    /// Sets the `sequence` of every call event of `batch` to the number the sinks will store
+    /// (see the module docs): a stored event's own, else the next of its call, in batch order;
+    /// the events of a push whose first event is stored (a re-send) keep what is stored.
+    pub fn assign_sequences(&mut self, batch: &mut SinkBatch) -> Result<(), SinkError> {
+        let ids: Vec<String> = call_events(batch).map(|event| event.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let stored = self.stored_sequences(&id_refs)?;
+        let mut calls: Vec<(String, String)> = call_events(batch)
+            .filter(|event| !stored.contains_key(&event.id))
+            .filter_map(|event| call_key(event).map(|(s, c)| (s.to_owned(), c.to_owned())))
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
+        let mut numbering = Numbering::default();
+        for ((source, call_id), max) in self.max_sequences(&calls)? {
+            numbering.used((&source, &call_id), max);
+        }
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut seen_first: HashSet<String> = HashSet::new();
+        for item in &mut batch.items {
+            let SinkItem::Push { events, .. } = item else {
+                continue;
+            };
+            let first = events.first().map(|first| first.event.id.clone());
+            let resent =
+                first.is_some_and(|first| stored.contains_key(&first) || !seen_first.insert(first));
+            for sink_event in events.iter_mut() {
+                let event = &mut sink_event.event;
+                let Some(call) = call_key(event).map(|(s, c)| (s.to_owned(), c.to_owned())) else {
+                    continue;
+                };
+                if let Some(number) = stored.get(&event.id) {
+                    event.sequence = *number;
+                } else if let Some(number) = seen.get(&event.id) {
+                    event.sequence = Some(*number);
+                } else if !resent {
+                    let call = (call.0.as_str(), call.1.as_str());
+                    let number = numbering.next(call, || Ok::<_, SinkError>(0))?;
+                    numbering.used(call, number);
+                    seen.insert(event.id.clone(), number);
+                    event.sequence = Some(number);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `sequence` of each stored event of `ids`, from the authoritative projection.
+    fn stored_sequences(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Option<u64>>, SinkError> {
+        if let Some(postgres) = self.postgres() {
+            return Ok(postgres.stored_sequences(ids)?);
+        }
+        match self.sqlite() {
+            Some(sqlite) => Ok(sqlite.stored_sequences(ids)?),
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    /// The greatest stored `sequence` of each call, from the authoritative projection.
+    fn max_sequences(
+        &mut self,
+        calls: &[(String, String)],
+    ) -> Result<HashMap<(String, String), u64>, SinkError> {
+        let refs: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|(source, call_id)| (source.as_str(), call_id.as_str()))
+            .collect();
+        if let Some(postgres) = self.postgres() {
+            return Ok(postgres.max_sequences(&refs)?);
+        }
+        let mut maxima = HashMap::new();
+        if let Some(sqlite) = self.sqlite() {
+            for (source, call_id) in calls {
+                let max = sqlite.max_sequence(source, call_id)?;
+                maxima.insert((source.clone(), call_id.clone()), max);
+            }
+        }
+        Ok(maxima)
+    }
+}
+
+/// The call events of a batch's pushes, in order.
+fn call_events(batch: &SinkBatch) -> impl Iterator<Item = &CloudEvent> {
+    batch
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            SinkItem::Push { events, .. } => Some(events),
+            SinkItem::DeadLetter { .. } => None,
+        })
+        .flatten()
+        .map(|sink_event| &sink_event.event)
+        .filter(|event| call_key(event).is_some())
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub mod header {
     pub const CE_TIMESOURCE: &str = "ce_timesource";
     /// The `mappingversion` extension attribute (absent on events mapped before it existed).
     pub const CE_MAPPINGVERSION: &str = "ce_mappingversion";
+    /// The `sequence` extension attribute (since v1.1; absent on events of no call).
+    pub const CE_SEQUENCE: &str = "ce_sequence";
     /// The data's content type (CloudEvents `datacontenttype`).
     pub const CONTENT_TYPE: &str = "content-type";
     /// Dead letters: the bounded reason code.
@@ -92,6 +94,7 @@ pub fn encode_call(row: &CallRow) -> EncodedRecord {
         "events_count": row.events_count,
         "last_event_type": row.last_event_type.as_str(),
         "last_event_at": time(&Some(row.last_event_at)),
+        "status": row.status.as_str(),
     });
     let version = row.events_count.to_string();
     let last = callhook_schemas::time::canonical_time(&row.last_event_at);
@@ -155,6 +158,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
     };
     let time = canonical_time(&event.time);
     let mapping_version = event.mappingversion.map(|version| version.to_string());
+    let sequence = event.sequence.map(|sequence| sequence.to_string());
     let headers = [
         (header::CE_SPECVERSION, event.specversion.as_str()),
         (header::CE_ID, event.id.as_str()),
@@ -169,6 +173,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
             header::CE_MAPPINGVERSION,
             mapping_version.as_deref().unwrap_or_default(),
         ),
+        (header::CE_SEQUENCE, sequence.as_deref().unwrap_or_default()),
     ]
     .into_iter()
     .filter(|(_, value)| !value.is_empty())

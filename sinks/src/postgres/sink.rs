@@ -250,6 +250,51 @@ impl PostgresSink {
         self.observe(result)
     }
 
+    /// Returns the `sequence` of each of the event `ids` that is stored (one statement).
+    pub fn stored_sequences(&mut self, ids: &[&str]) -> Result<HashMap<String, Option<u64>>> {
+        let result = self.client().and_then(|client| {
+            Ok(client
+                .query(
+                    "SELECT id, sequence FROM events WHERE id = ANY($1)",
+                    &[&ids],
+                )?
+                .iter()
+                .map(|row| {
+                    let sequence: Option<i64> = row.get(1);
+                    (row.get(0), sequence.and_then(|n| u64::try_from(n).ok()))
+                })
+                .collect())
+        });
+        self.observe(result)
+    }
+
+    /// Returns the greatest stored `sequence` of each call `(source, call_id)` of `calls`
+    /// (0 when none; one statement).
+    pub fn max_sequences(
+        &mut self,
+        calls: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), u64>> {
+        let sources: Vec<&str> = calls.iter().map(|(source, _)| *source).collect();
+        let call_ids: Vec<&str> = calls.iter().map(|(_, call_id)| *call_id).collect();
+        let result = self.client().and_then(|client| {
+            Ok(client
+                .query(
+                    "SELECT t.s, t.c, coalesce(max(e.sequence), 0) \
+                     FROM unnest($1::text[], $2::text[]) AS t(s, c) \
+                     LEFT JOIN events e ON e.source_name = t.s AND e.subject = t.c AND e.call_id = t.c \
+                     GROUP BY t.s, t.c",
+                    &[&sources, &call_ids],
+                )?
+                .iter()
+                .map(|row| {
+                    let max: i64 = row.get(2);
+                    ((row.get(0), row.get(1)), u64::try_from(max).unwrap_or(0))
+                })
+                .collect())
+        });
+        self.observe(result)
+    }
+
     /// Returns whether the event `id` is stored.
     pub fn contains_event(&mut self, id: &str) -> Result<bool> {
         let result = self.client().and_then(|client| {

@@ -277,6 +277,35 @@ impl SqliteSink {
         writes::load_call_events(&self.connection, source, call_id)
     }
 
+    /// Returns the `sequence` of each of the event `ids` that is stored (`None` inside: stored
+    /// without one).
+    pub fn stored_sequences(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Option<u64>>> {
+        let mut found = std::collections::HashMap::new();
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT sequence FROM events WHERE id = ?1")?;
+        for id in ids {
+            let sequence: Option<Option<i64>> = rusqlite::OptionalExtension::optional(
+                statement.query_row(params![id], |row| row.get(0)),
+            )?;
+            if let Some(sequence) = sequence {
+                found.insert(
+                    (*id).to_owned(),
+                    sequence.and_then(|n| u64::try_from(n).ok()),
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// Returns the greatest `sequence` stored for a call's events (0 when none).
+    pub fn max_sequence(&self, source: &str, call_id: &str) -> Result<u64> {
+        writes::max_sequence(&self.connection, source, call_id)
+    }
+
     /// Returns whether the event `id` is stored (the first event of a push: whether the push
     /// is).
     pub fn contains_event(&self, id: &str) -> Result<bool> {
