@@ -652,6 +652,32 @@ mod tests {
     }
 
     #[test]
+    fn test_stale_after_defaults_to_two_hours_and_is_set_per_source() {
+        let settings = Config::parse(
+            "[stale]\nsweep_interval_ms = 250\n\
+             [sources.a]\ndialect = \"7moor\"\n\
+             [sources.b]\ndialect = \"uincall\"\nstale_after_seconds = 60\n\
+             [sources.c]\ndialect = \"coocenter\"\nstale_after_seconds = 0\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let stale = settings.stale.expect("on by default");
+        assert_eq!(stale.sweep_interval, Duration::from_millis(250));
+        assert_eq!(
+            stale.stale_after,
+            BTreeMap::from([
+                ("a".to_owned(), Duration::from_secs(7200)),
+                ("b".to_owned(), Duration::from_secs(60)),
+            ])
+        );
+        let off = Config::parse("[stale]\nenabled = false\n").unwrap();
+        assert!(off.validate().unwrap().stale.is_none());
+        let zero = Config::parse("[stale]\nsweep_interval_ms = 0\n").unwrap();
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
     fn test_example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("callhook.example.toml");
         let config = Config::load(&path).unwrap();

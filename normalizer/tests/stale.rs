@@ -22,13 +22,10 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn contexts() -> HashMap<String, SourceContext> {
-    [
-        ("7moor", Dialect::SevenMoor),
-        ("slow", Dialect::SevenMoor),
-    ]
-    .into_iter()
-    .map(|(name, dialect)| (name.to_owned(), SourceContext::new(name, dialect)))
-    .collect()
+    [("7moor", Dialect::SevenMoor), ("slow", Dialect::SevenMoor)]
+        .into_iter()
+        .map(|(name, dialect)| (name.to_owned(), SourceContext::new(name, dialect)))
+        .collect()
 }
 
 fn v7(source: &str, event_unique_id: &str, push_type: &str, call_event: &str) -> RawRecord {
@@ -56,7 +53,11 @@ fn v7(source: &str, event_unique_id: &str, push_type: &str, call_event: &str) ->
 }
 
 /// Maps `record` (at `received_at`) and commits it; returns the mapped events.
-fn commit(sink: &mut SqliteSink, mut record: RawRecord, received_at: DateTime<Utc>) -> Vec<SinkEvent> {
+fn commit(
+    sink: &mut SqliteSink,
+    mut record: RawRecord,
+    received_at: DateTime<Utc>,
+) -> Vec<SinkEvent> {
     record.received_at = received_at;
     let contexts = contexts();
     let push = RawPush {
@@ -170,7 +171,9 @@ fn test_a_call_goes_stale_after_stale_after_on_the_receive_clock_and_recovers() 
     let sequences: Vec<(String, i64)> = {
         let connection = open_for_sweep(&db, Duration::from_secs(1)).unwrap();
         let mut statement = connection
-            .prepare("SELECT type, sequence FROM events WHERE source_name = '7moor' ORDER BY sequence")
+            .prepare(
+                "SELECT type, sequence FROM events WHERE source_name = '7moor' ORDER BY sequence",
+            )
             .unwrap();
         statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
