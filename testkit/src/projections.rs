@@ -43,6 +43,8 @@ fn columns(table: &str) -> Vec<(&'static str, Kind)> {
             ("received_at", Time),
             ("data", Json),
             ("mapping_version", Integer),
+            // Since v1.1.
+            ("sequence", Integer),
         ],
         "calls" => vec![
             ("source", Text),
@@ -71,6 +73,8 @@ fn columns(table: &str) -> Vec<(&'static str, Kind)> {
             ("events_count", Integer),
             ("last_event_type", Text),
             ("last_event_at", Time),
+            // Since v1.1.
+            ("status", Text),
         ],
         "agents" => vec![
             ("source", Text),
