@@ -154,8 +154,9 @@ impl ProjectionSinks {
         Ok(())
     }
 
-    /// The `sequence` of each stored event of `ids`, from the authoritative projection.
-    fn stored_sequences(
+    /// Returns the `sequence` of each stored event of `ids`, from the authoritative projection
+    /// (PostgreSQL when it runs, else SQLite).
+    pub fn stored_sequences(
         &mut self,
         ids: &[&str],
     ) -> Result<HashMap<String, Option<u64>>, SinkError> {

@@ -310,6 +310,70 @@ mod tests {
     }
 
     #[test]
+    fn test_migration_6_numbers_stored_events_and_derives_statuses() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        for (index, migration) in MIGRATIONS[..5].iter().enumerate() {
+            connection.execute_batch(migration).unwrap();
+            connection
+                .pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        let event = |seq: i64, id: &str, kind: &str, subject: &str, call: Option<&str>| {
+            connection
+                .execute(
+                    "INSERT INTO events (seq, id, type, source, subject, time, timesource, specversion, \
+                     datacontenttype, dataschema, source_name, call_id, received_at, data) \
+                     VALUES (?1, ?2, ?3, 's', ?4, 't', 'vendor', '1.0', 'application/json', 'x', 'src', ?5, 't', '{}')",
+                    rusqlite::params![seq, id, kind, subject, call],
+                )
+                .unwrap();
+        };
+        event(1, "a2", "call.ended", "c1", Some("c1"));
+        event(2, "b1", "call.ringing", "c2", Some("c2"));
+        event(3, "a1", "call.ringing", "c1", Some("c1"));
+        event(4, "g1", "agent.status_changed", "agent/1", Some("c1"));
+        event(5, "a3", "call.cdr", "c1", Some("c1"));
+        for call in ["c1", "c2"] {
+            connection
+                .execute(
+                    "INSERT INTO calls (source, call_id, vendor, direction, first_event_at, correlation, \
+                     events_count, last_event_type, last_event_at) \
+                     VALUES ('src', ?1, '7moor', 'unknown', 't', '{}', 1, 'call.ringing', 't')",
+                    [call],
+                )
+                .unwrap();
+        }
+        assert_eq!(migrate(&mut connection).unwrap(), 5);
+        let sequences: Vec<(String, Option<i64>)> = connection
+            .prepare("SELECT id, sequence FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = [
+            ("a2", Some(1)),
+            ("b1", Some(1)),
+            ("a1", Some(2)),
+            ("g1", None),
+            ("a3", Some(3)),
+        ];
+        let expected: Vec<(String, Option<i64>)> = expected
+            .iter()
+            .map(|(id, n)| ((*id).to_owned(), *n))
+            .collect();
+        assert_eq!(sequences, expected);
+        let statuses: Vec<String> = connection
+            .prepare("SELECT status FROM calls ORDER BY call_id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(statuses, ["final", "in_progress"]);
+    }
+
+    #[test]
     fn test_newer_schema_is_refused() {
         let mut connection = Connection::open_in_memory().unwrap();
         connection
