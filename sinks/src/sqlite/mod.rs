@@ -28,6 +28,9 @@
 //! an `agents` row is only replaced by an event with a greater `(time, id)`. Vendors reorder and retry; the rows end up
 //! the same whatever the arrival order.
 //!
+//! Each new call event gets its `sequence` in the same transaction ([`crate::sequence`]: the
+//! call's stored maximum plus one; a re-sent event gets none), so it is exactly once too.
+//!
 //! # Threading
 //!
 //! A [`SqliteSink`] owns one connection and every method blocks on disk I/O (a commit waits for
@@ -37,7 +40,7 @@
 //!
 //! Modules: [`config`] (the serde config and its validation), [`schema`] (tables, pragmas and
 //! `user_version` migrations), [`sink`] (the sink), [`crate::calls_fold`] (the `calls` row rules, shared with the
-//! PostgreSQL sink), [`crate::agents`] (the `agents` row rules, shared too), [`error`]. Longer reasoning: `design.md` beside this file.
+//! PostgreSQL sink), [`crate::agents`] (the `agents` row rules, shared too), [`stale`] (the stale sweep's read), [`error`]. Longer reasoning: `design.md` beside this file.
 
 mod calls;
 mod codec;
