@@ -7,8 +7,9 @@
 //!   the call's stored events, compared with an injectable [`Clock`]. Vendor times are not
 //!   used: a vendor clock that runs wrong (or a zone-less time read in the wrong zone) would
 //!   make calls stale early or never.
-//! - **The sweep** ([`StaleSweep::sweep`]) reads the SQLite sink (calls whose `status` is
-//!   `in_progress`, through a partial index) and, for each call found, appends a **notice** to
+//! - **The sweep** ([`StaleSweep::sweep`]) reads a projection ([`StaleCandidates`]: PostgreSQL
+//!   when the process has `[sink.postgres]`, it holds every normalizer's calls; else the SQLite
+//!   sink's file) for calls whose `status` is `in_progress` (through a partial index) and, for each call found, appends a **notice** to
 //!   the raw log: a record of the call's source marked `x-callhook-origin: stale-sweep` whose
 //!   body is a [`StaleNotice`]. It runs beside the receiver, where the raw log is written
 //!   (`src/stages/stale.rs`), like reconciliation.
@@ -173,8 +174,8 @@ impl StaleSweep {
     /// (the call id, as the receiver keys a push).
     pub fn sweep(
         &self,
-        connection: &rusqlite::Connection,
-    ) -> std::result::Result<Vec<(String, RawRecord)>, callhook_sinks::SqliteSinkError> {
+        projection: &mut dyn StaleCandidates,
+    ) -> std::result::Result<Vec<(String, RawRecord)>, String> {
         let now = self.clock.now();
         let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
         let mut records = Vec::new();
@@ -182,12 +183,7 @@ impl StaleSweep {
             let Ok(after) = chrono::TimeDelta::from_std(*stale_after) else {
                 continue;
             };
-            let candidates = callhook_sinks::sqlite::stale::stale_candidates(
-                connection,
-                source,
-                now - after,
-                MAX_PER_SWEEP,
-            )?;
+            let candidates = projection.stale_candidates(source, now - after, MAX_PER_SWEEP)?;
             for candidate in candidates {
                 let notice = notice_of(&candidate, stale_after.as_secs());
                 records.push((
@@ -197,6 +193,42 @@ impl StaleSweep {
             }
         }
         Ok(records)
+    }
+}
+
+/// Where the sweep finds calls in progress: the SQLite sink's file or the PostgreSQL sink.
+pub trait StaleCandidates {
+    /// Returns the calls of `source` still `in_progress` whose newest event was received before
+    /// `received_before`, oldest first, at most `limit`.
+    fn stale_candidates(
+        &mut self,
+        source: &str,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> std::result::Result<Vec<StaleCandidate>, String>;
+}
+
+impl StaleCandidates for rusqlite::Connection {
+    fn stale_candidates(
+        &mut self,
+        source: &str,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> std::result::Result<Vec<StaleCandidate>, String> {
+        callhook_sinks::sqlite::stale::stale_candidates(self, source, received_before, limit)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl StaleCandidates for callhook_sinks::PostgresSink {
+    fn stale_candidates(
+        &mut self,
+        source: &str,
+        received_before: DateTime<Utc>,
+        limit: usize,
+    ) -> std::result::Result<Vec<StaleCandidate>, String> {
+        callhook_sinks::PostgresSink::stale_candidates(self, source, received_before, limit)
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -94,7 +94,7 @@ fn sweep_at(db: &std::path::Path, now: DateTime<Utc>) -> Vec<(String, RawRecord)
         clock: Box::new(move || now),
     };
     sweep
-        .sweep(&open_for_sweep(db, Duration::from_secs(1)).unwrap())
+        .sweep(&mut open_for_sweep(db, Duration::from_secs(1)).unwrap())
         .unwrap()
 }
 

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod schema;
 mod sequence;
 pub mod sink;
+mod stale;
 mod tls;
 mod writes;
 

@@ -66,7 +66,7 @@ impl PostgresSink {
     }
 
     /// Returns the connection, connecting first when there is none or it was lost.
-    fn client(&mut self) -> Result<&mut Client> {
+    pub(super) fn client(&mut self) -> Result<&mut Client> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
         }
@@ -80,7 +80,7 @@ impl PostgresSink {
     }
 
     /// Counts a failure and drops a connection it broke.
-    fn observe<T>(&mut self, result: Result<T>) -> Result<T> {
+    pub(super) fn observe<T>(&mut self, result: Result<T>) -> Result<T> {
         if let Err(error) = &result {
             let kind = error.kind();
             self.metrics.failure(kind);
