@@ -222,3 +222,35 @@ fn test_sequences_are_one_to_n_with_events_out_of_order_and_a_duplicate_push() {
     assert_eq!(events, numbered.len() as i64, "the retry added nothing");
     assert_eq!(status(&server).as_deref(), Some("ended"));
 }
+
+#[test]
+fn test_the_sweep_reads_postgres_when_it_is_the_only_sink() {
+    let pg = callhook_testkit::Postgres::start();
+    let config = format!(
+        "{CONFIG}[sink.sqlite]\nenabled = false\n[sink.postgres]\nurl = \"{}\"\nsslmode = \"disable\"\n",
+        pg.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    send(&server, &push("p-ring", "dialoutRing", "ring", 1620455977));
+    let status = || {
+        pg.psql(&format!(
+            "SELECT status FROM calls WHERE source = '7moor' AND call_id = '{CALL}'"
+        ))
+        .trim()
+        .to_owned()
+    };
+    wait_for("the call to go stale in PostgreSQL", || status() == "stale");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        pg.psql("SELECT count(*) || ':' || max(sequence) FROM events WHERE type = 'call.stale'")
+            .trim(),
+        "1:2"
+    );
+    send(
+        &server,
+        &push("p-hangup", "dialoutHangup", "hangup", 1620456037),
+    );
+    wait_for("the hangup to end the call", || status() == "ended");
+    assert_eq!(stale_metric(&server, "7moor"), 1.0);
+}
