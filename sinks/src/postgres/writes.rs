@@ -8,7 +8,9 @@
 //!    batch whose offsets are all at or below them is already in (committed before a crash
 //!    of the other sink, or by a previous owner of the partition) and writes nothing;
 //! 2. the events (`ON CONFLICT (id) DO NOTHING`), after one lookup of which ids are stored: a
-//!    push whose first event is stored is a re-send (the same rule as the SQLite sink);
+//!    push whose first event is stored is a re-send (the same rule as the SQLite sink); before
+//!    the lookup, the batch's calls are locked (the lock of step 5, in the same key order) and
+//!    each new call event gets its `sequence` from the call's stored maximum (`sequence.rs`);
 //! 3. the agents (newest `(time, id)` wins, in the `WHERE` of the upsert);
 //! 4. the dead letters (`ON CONFLICT (raw_ref) DO NOTHING`);
 //! 5. an advisory lock per touched call, in key order, then each call's stored events are
