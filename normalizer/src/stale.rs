@@ -243,3 +243,121 @@ fn notice_of(candidate: &StaleCandidate, stale_after_seconds: u64) -> StaleNotic
         stale_after_seconds,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// A projection in memory: one call per source whose last event was received at `last`.
+    struct Fake {
+        last: DateTime<Utc>,
+        asked: Vec<(String, DateTime<Utc>)>,
+    }
+
+    impl StaleCandidates for Fake {
+        fn stale_candidates(
+            &mut self,
+            source: &str,
+            received_before: DateTime<Utc>,
+            _limit: usize,
+        ) -> std::result::Result<Vec<StaleCandidate>, String> {
+            self.asked.push((source.to_owned(), received_before));
+            Ok((self.last < received_before)
+                .then(|| StaleCandidate {
+                    source: source.to_owned(),
+                    call_id: format!("{source}-call"),
+                    vendor: "7moor".to_owned(),
+                    dialect: "7moor.v7".to_owned(),
+                    account: None,
+                    last_event_type: "call.ringing".to_owned(),
+                    last_received_at: self.last,
+                })
+                .into_iter()
+                .collect())
+        }
+    }
+
+    fn sweep_at(now: DateTime<Utc>) -> StaleSweep {
+        StaleSweep {
+            stale_after: BTreeMap::from([
+                ("fast".to_owned(), Duration::from_secs(60)),
+                ("slow".to_owned(), Duration::from_secs(7200)),
+            ]),
+            clock: Box::new(move || now),
+        }
+    }
+
+    #[test]
+    fn test_the_cut_off_is_the_injected_now_minus_each_sources_stale_after() {
+        let last = Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap();
+        let now = last + chrono::TimeDelta::minutes(30);
+        let mut fake = Fake {
+            last,
+            asked: Vec::new(),
+        };
+        let found = sweep_at(now).sweep(&mut fake).unwrap();
+        assert_eq!(
+            fake.asked,
+            vec![
+                ("fast".to_owned(), now - chrono::TimeDelta::seconds(60)),
+                ("slow".to_owned(), now - chrono::TimeDelta::hours(2)),
+            ]
+        );
+        // 30 minutes after its last event: stale for `fast` (1 min), not for `slow` (2 h).
+        assert_eq!(found.len(), 1);
+        let (key, record) = &found[0];
+        assert_eq!(key, "fast-call");
+        assert_eq!(record.source, "fast");
+        assert_eq!(record.received_at, now);
+        let notice: StaleNotice = serde_json::from_slice(&record.body).unwrap();
+        assert_eq!(notice.stale_after_seconds, 60);
+        assert_eq!(notice.last_received_at, last);
+        assert!(sweep_at(last + chrono::TimeDelta::seconds(59))
+            .sweep(&mut fake)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn test_reason_names_the_threshold_and_the_last_event() {
+        let notice = StaleNotice {
+            call_id: "c".to_owned(),
+            vendor: "uincall".to_owned(),
+            dialect: "uincall".to_owned(),
+            account: None,
+            last_event_type: "call.answered".to_owned(),
+            last_received_at: Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap(),
+            stale_after_seconds: 5400,
+        };
+        assert_eq!(
+            notice.reason(),
+            "no call.ended or call.cdr received within 90 min of the call's last event \
+             (a call.answered received at 2026-12-05T08:00:00.000000000Z); the vendor's hangup \
+             or CDR may be lost or late"
+        );
+        assert_eq!(human_duration(7200), "2 h");
+        assert_eq!(human_duration(61), "61 s");
+    }
+
+    #[test]
+    fn test_the_dedupe_key_is_one_per_call() {
+        assert_eq!(dedupe_key("42"), "callhook.stale:42");
+        let record = notice_record(
+            "s",
+            &StaleNotice {
+                call_id: "42".to_owned(),
+                vendor: "7moor".to_owned(),
+                dialect: "7moor.v7".to_owned(),
+                account: None,
+                last_event_type: "call.ringing".to_owned(),
+                last_received_at: Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 0).unwrap(),
+                stale_after_seconds: 60,
+            },
+            Utc.with_ymd_and_hms(2026, 12, 5, 9, 0, 0).unwrap(),
+        );
+        assert!(record
+            .headers
+            .contains(&(ORIGIN_HEADER.0.to_owned(), ORIGIN_HEADER.1.to_owned())));
+    }
+}
