@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use callhook_ingest::{
@@ -51,6 +52,41 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The operations console (off by default).
     pub console: ConsoleConfig,
+    /// The stale-call sweep (`[stale]`).
+    pub stale: StaleConfig,
+}
+
+/// The `[stale]` section: calls with no terminal event get a `call.stale` event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaleConfig {
+    /// Whether the sweep runs (beside the receiver: `serve`, and `ingest` in Kafka mode).
+    pub enabled: bool,
+    /// A call with no `call.ended` or `call.cdr` this many seconds after callhook received its
+    /// last event is stale. Default 7200 (2 hours); `[sources.<name>] stale_after_seconds`
+    /// overrides it per source.
+    pub stale_after_seconds: u64,
+    /// How often the sweep looks for stale calls, in milliseconds. Default 60 000.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for StaleConfig {
+    fn default() -> Self {
+        StaleConfig {
+            enabled: true,
+            stale_after_seconds: 7200,
+            sweep_interval_ms: 60_000,
+        }
+    }
+}
+
+/// The validated `[stale]` section.
+#[derive(Debug, Clone)]
+pub struct StaleSettings {
+    /// How often the sweep runs.
+    pub sweep_interval: Duration,
+    /// Per swept source: its `stale_after` (sources with `stale_after_seconds = 0` are left out).
+    pub stale_after: BTreeMap<String, Duration>,
 }
 
 /// The `[admin]` section.
@@ -75,6 +111,7 @@ impl Default for Config {
             sources: BTreeMap::new(),
             admin: AdminConfig::default(),
             console: ConsoleConfig::default(),
+            stale: StaleConfig::default(),
         }
     }
 }
@@ -143,6 +180,10 @@ pub struct SourceConfig {
     /// sources only), off by default.
     #[serde(default)]
     pub reconcile: Option<ReconcileConfig>,
+    /// This source's stale-call threshold in seconds, overriding `[stale] stale_after_seconds`;
+    /// `0`: its calls are never declared stale.
+    #[serde(default)]
+    pub stale_after_seconds: Option<u64>,
 }
 
 fn default_utc_offset() -> String {
@@ -159,6 +200,7 @@ impl SourceConfig {
             rate_limit: None,
             auth: SourceAuthConfig::default(),
             reconcile: None,
+            stale_after_seconds: None,
         }
     }
 }
@@ -196,6 +238,8 @@ pub struct Settings {
     pub tap_access: Option<TapAccess>,
     /// The console, when enabled.
     pub console: Option<ConsoleSettings>,
+    /// The stale-call sweep, when enabled.
+    pub stale: Option<StaleSettings>,
 }
 
 /// The validated Kafka-mode sections.
@@ -303,7 +347,31 @@ impl Config {
             kafka: self.validate_kafka_mode()?,
             tap_access: self.tap_access()?,
             console: self.console.validate().context("in `[console]`")?,
+            stale: self.validate_stale().context("in `[stale]`")?,
         })
+    }
+
+    /// Validates `[stale]` and the sources' `stale_after_seconds`.
+    fn validate_stale(&self) -> anyhow::Result<Option<StaleSettings>> {
+        if !self.stale.enabled {
+            return Ok(None);
+        }
+        if self.stale.sweep_interval_ms == 0 {
+            bail!("`sweep_interval_ms` must be at least 1");
+        }
+        let mut stale_after = BTreeMap::new();
+        for (name, source) in self.effective_sources() {
+            let seconds = source
+                .stale_after_seconds
+                .unwrap_or(self.stale.stale_after_seconds);
+            if seconds > 0 {
+                stale_after.insert(name, Duration::from_secs(seconds));
+            }
+        }
+        Ok(Some(StaleSettings {
+            sweep_interval: Duration::from_millis(self.stale.sweep_interval_ms),
+            stale_after,
+        }))
     }
 
     /// `/tap` needs the bearer token when one is set; without one it is open on a loopback
@@ -581,6 +649,32 @@ mod tests {
         let mode = settings.kafka.expect("kafka mode");
         assert_eq!(mode.log.brokers, "127.0.0.1:9092");
         assert!(mode.sink.is_some());
+    }
+
+    #[test]
+    fn test_stale_after_defaults_to_two_hours_and_is_set_per_source() {
+        let settings = Config::parse(
+            "[stale]\nsweep_interval_ms = 250\n\
+             [sources.a]\ndialect = \"7moor\"\n\
+             [sources.b]\ndialect = \"uincall\"\nstale_after_seconds = 60\n\
+             [sources.c]\ndialect = \"coocenter\"\nstale_after_seconds = 0\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let stale = settings.stale.expect("on by default");
+        assert_eq!(stale.sweep_interval, Duration::from_millis(250));
+        assert_eq!(
+            stale.stale_after,
+            BTreeMap::from([
+                ("a".to_owned(), Duration::from_secs(7200)),
+                ("b".to_owned(), Duration::from_secs(60)),
+            ])
+        );
+        let off = Config::parse("[stale]\nenabled = false\n").unwrap();
+        assert!(off.validate().unwrap().stale.is_none());
+        let zero = Config::parse("[stale]\nsweep_interval_ms = 0\n").unwrap();
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use callhook_normalizer::kafka::replay::{replay_to_topic, KafkaReplayStats, Repl
 use callhook_normalizer::replay::ReplayFilter;
 use callhook_normalizer::MAPPING_VERSION;
 use callhook_rawlog::kafka::{ensure_topic_with, TopicSpec, TopicStatus};
-use callhook_sinks::{KafkaSinkConfig, KafkaSinkSettings};
+use callhook_sinks::{KafkaSinkConfig, KafkaSinkSettings, ProjectionSinks};
 use serde_json::json;
 
 use crate::config::{KafkaModeSettings, Settings};
@@ -39,6 +39,7 @@ pub fn run(
     if let ReplayTarget::Topic(sink) = &target {
         ensure_target_topic(kafka, sink)?;
     }
+    let mut sequences = projection_for_sequences(settings);
     let progress = progress_bar(args.json);
     let mut report = |done: u64, total: u64| {
         progress.set_length(total);
@@ -50,12 +51,38 @@ pub fn run(
         &settings.map_sources,
         filter,
         settings.normalizer.dedupe_cache_keys,
+        sequences.as_mut(),
         &mut report,
     )
     .context("the replay failed")?;
     progress.finish_and_clear();
     print_summary(args, &kafka.consumer.topic, &stats);
     Ok(())
+}
+
+/// The projection the live events' `sequence`s are read from (so `ce_sequence` is the live
+/// one): the configured sinks, minus a SQLite file that does not exist here (opening it would
+/// create it). `None`, with a warning, when there is none: events go without `ce_sequence`.
+fn projection_for_sequences(settings: &Settings) -> Option<ProjectionSinks> {
+    let mut projections = settings.projections.clone();
+    if projections
+        .sqlite
+        .as_ref()
+        .is_some_and(|sqlite| !sqlite.path.exists())
+    {
+        projections.sqlite = None;
+    }
+    if projections.sqlite.is_none() && projections.postgres.is_none() {
+        tracing::warn!("no projection sink database here: events are replayed without ce_sequence");
+        return None;
+    }
+    match ProjectionSinks::open(&projections) {
+        Ok(sinks) => Some(sinks),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot open the projection sinks: events are replayed without ce_sequence");
+            None
+        }
+    }
 }
 
 /// The producer settings: `[sink.kafka]`'s (or its defaults when it is off) with the events

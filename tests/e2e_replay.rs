@@ -90,6 +90,19 @@ fn calls_rows(db: &Path) -> Vec<Vec<rusqlite::types::Value>> {
         .unwrap()
 }
 
+/// Every event's `(id, sequence)`.
+fn sequences(db: &Path) -> Vec<(String, Option<i64>)> {
+    let connection = open_read_only(db);
+    let mut statement = connection
+        .prepare("SELECT id, sequence FROM events ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn count(db: &Path, sql: &str) -> i64 {
     open_read_only(db)
         .query_row(sql, [], |row| row.get(0))
@@ -109,6 +122,11 @@ fn test_replay_into_matches_the_live_database_and_a_dry_run_sees_no_change() {
         "{summary}"
     );
     assert_eq!(calls_rows(&into), calls_rows(&live));
+    assert_eq!(
+        sequences(&into),
+        sequences(&live),
+        "the rebuild numbers as the live sink did"
+    );
     for table in ["events", "agents", "dead_letters"] {
         let sql = format!("SELECT count(*) FROM {table}");
         assert_eq!(count(&into, &sql), count(&live, &sql), "{table}");

@@ -32,6 +32,10 @@ const SECRET_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
+/// The header that marks records callhook appends itself (`x-callhook-origin`): never copied
+/// from a request.
+pub const RESERVED_ORIGIN_HEADER: &str = "x-callhook-origin";
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -51,6 +55,9 @@ pub enum ConfigError {
     /// `selected_headers` names a header that carries credentials.
     #[error("`selected_headers` entry `{0}` carries credentials and is never stored")]
     SecretHeader(String),
+    /// `selected_headers` names the header callhook marks its own raw records with.
+    #[error("`selected_headers` entry `{0}` is reserved for callhook's own records (reconciliation backfills, stale notices)")]
+    ReservedHeader(String),
     /// A source name cannot be used as a path segment or metric label.
     #[error("source name `{0}` must be 1-64 characters of [A-Za-z0-9_.-] and not start with `_`")]
     BadSourceName(String),
@@ -244,6 +251,11 @@ fn validate_selected_header(name: &str) -> Result<HeaderName> {
     if SECRET_HEADERS.contains(&header.as_str()) {
         return Err(ConfigError::SecretHeader(name.to_owned()));
     }
+    // A vendor must not be able to make its push look like a record callhook appended itself
+    // (a stale notice is mapped by callhook's own mapper).
+    if header.as_str() == RESERVED_ORIGIN_HEADER {
+        return Err(ConfigError::ReservedHeader(name.to_owned()));
+    }
     Ok(header)
 }
 
@@ -343,6 +355,14 @@ mod tests {
         assert_eq!(
             secret.validate().unwrap_err(),
             ConfigError::SecretHeader("Authorization".into())
+        );
+        let reserved = IngestConfig {
+            selected_headers: vec!["X-Callhook-Origin".into()],
+            ..IngestConfig::default()
+        };
+        assert_eq!(
+            reserved.validate().unwrap_err(),
+            ConfigError::ReservedHeader("X-Callhook-Origin".into())
         );
         let huge = IngestConfig {
             max_body_bytes: MAX_BODY_BYTES_CEILING + 1,

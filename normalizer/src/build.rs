@@ -86,6 +86,8 @@ fn finish_one(
         datacontenttype: "application/json".to_owned(),
         dataschema: DATA_SCHEMA_URI.to_owned(),
         mappingversion: Some(crate::mapping::mapping_version()),
+        // Assigned by the projection sink at first store (`callhook_sinks::sequence`).
+        sequence: None,
         data,
     }
 }

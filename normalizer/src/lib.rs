@@ -8,6 +8,8 @@
 //! - Shared pieces: [`payload`] (query + body into one field map: JSON, JSON5, JS literals,
 //!   forms), [`fields`] (consuming typed access; leftovers become `vendor_fields`), [`time`]
 //!   (every vendor time format), [`phone`] (raw + E.164), [`build`] (ids, envelopes, dedupe keys).
+//! - [`stale`]: stale calls: the sweep that finds calls with no terminal event, the notices it
+//!   appends to the raw log, and their `call.stale` events.
 //! - The consume-map-sink loops: [`pipeline`] over the embedded raw log, [`kafka`] as a member
 //!   of a Kafka consumer group over the raw topic (SQLite sink, optional Kafka sink); both map,
 //!   dedupe and dead-letter through [`pipeline::records`].
@@ -27,6 +29,7 @@ pub mod phone;
 pub mod pipeline;
 pub mod push;
 pub mod replay;
+pub mod stale;
 pub mod supervisor;
 pub mod tap;
 mod telemetry;

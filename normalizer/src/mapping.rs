@@ -30,6 +30,9 @@ pub fn mapping_version() -> u32 {
 /// [`MapError`]: crate::MapError
 /// [`MapError::reason`]: crate::MapError::reason
 pub fn map_push(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Mapped> {
+    if crate::stale::is_notice(push) {
+        return crate::stale::map_notice(push, ctx);
+    }
     let mut payload = parse_payload(push, ctx)?;
     let variant = crate::failpoints::mapping_variant();
     if variant {

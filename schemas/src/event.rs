@@ -37,6 +37,12 @@ pub struct CloudEvent {
     /// consumer can tell old derivations from new. Absent on events mapped before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mappingversion: Option<u32>,
+    /// Extension attribute (since v1.1): the event's place among its call's events, 1, 2, 3 ...
+    /// in the order callhook first stored them (not the order they happened: that is `time`).
+    /// Assigned by the projection sink at first store; absent on events that belong to no call
+    /// (agent events) and on events produced before it existed. See `schemas/README.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// The call-event payload.
     pub data: CallEventData,
 }
@@ -64,11 +70,15 @@ pub enum EventType {
     IvrCompleted,
     #[serde(rename = "call.media_failure")]
     CallMediaFailure,
+    /// Since v1.1: callhook saw no `call.ended` or `call.cdr` for the call within its source's
+    /// `stale_after` of the call's last event (made by callhook, not by a vendor).
+    #[serde(rename = "call.stale")]
+    CallStale,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::CallInitiated,
         EventType::CallRinging,
         EventType::CallAnswered,
@@ -79,6 +89,7 @@ impl EventType {
         EventType::AgentLoggedOut,
         EventType::IvrCompleted,
         EventType::CallMediaFailure,
+        EventType::CallStale,
     ];
 
     /// Returns the wire name, e.g. `call.ringing` (also a bounded metric label).
@@ -94,6 +105,7 @@ impl EventType {
             EventType::AgentLoggedOut => "agent.logged_out",
             EventType::IvrCompleted => "ivr.completed",
             EventType::CallMediaFailure => "call.media_failure",
+            EventType::CallStale => "call.stale",
         }
     }
 
@@ -253,6 +265,9 @@ pub struct CallEventData {
     /// Every field the vendor sent that is not mapped above, with its value as sent.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub vendor_fields: Map<String, Value>,
+    /// Since v1.1, on `call.stale` only: why callhook declared the call stale, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
 }
 
 impl CallEventData {
@@ -296,6 +311,7 @@ impl CallEventData {
             recording_urls: Vec::new(),
             correlation: Map::new(),
             vendor_fields: Map::new(),
+            stale_reason: None,
         }
     }
 }

@@ -104,6 +104,7 @@ fn full_event() -> CloudEvent {
     data.correlation
         .insert("extras".into(), json!({"orderId": "42"}));
     data.vendor_fields.insert("billCalls".into(), json!(["x"]));
+    data.stale_reason = Some("no hangup".into());
     CloudEvent {
         id: "0123456789abcdef0123456789abcdef".into(),
         specversion: "1.0".into(),
@@ -115,6 +116,7 @@ fn full_event() -> CloudEvent {
         datacontenttype: "application/json".into(),
         dataschema: DATA_SCHEMA_URI.into(),
         mappingversion: Some(2),
+        sequence: Some(4),
         data,
     }
 }

@@ -101,6 +101,7 @@ mod tests {
             datacontenttype: "application/json".into(),
             dataschema: callhook_schemas::DATA_SCHEMA_URI.into(),
             mappingversion: None,
+            sequence: None,
             data,
         }
     }

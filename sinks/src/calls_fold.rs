@@ -45,6 +45,7 @@
 //! | `correlation` | the union of all `data.correlation` maps; for a key in several, the value from the event first in preferred order wins (earlier never overwritten); stored as a JSON object with sorted keys |
 //! | `events_count` | the number of events folded |
 //! | `last_event_type` | the type of the last event in fold order |
+//! | `status` (since v1.1) | from the set of event types: `final` with a `call.cdr`, else `ended` with a `call.ended`, else `stale` with a `call.stale`, else `in_progress` ([`crate::call_status`]) |
 //! | `conversation_id` (v1.1) | the first `data.conversation_id` in preferred order that names another leg (differs from the call id); else the call's own id when an event names it |
 //! | `leg` (v1.1) | the most specific `data.leg` any event states: `transfer` > `consult` > `agent` > `customer` > `unknown` |
 //! | `queue_joined_at` (v1.1) | min of `data.queue_joined_at` |
@@ -60,6 +61,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use callhook_schemas::{CallEventData, Direction, DispositionValue, EventType, PhoneNumber};
+
+use crate::call_status::{CallStatus, StatusFold};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -133,6 +136,8 @@ pub struct CallRow {
     /// The model v1.1 columns: conversation and leg, queue segment, abandon point,
     /// disconnect reason, IVR path.
     pub journey: CallJourney,
+    /// How complete the record is (since v1.1; [`crate::call_status`]).
+    pub status: CallStatus,
 }
 
 /// Returns the rank of an event type in the fold order (lower sorts first at equal times).
@@ -149,6 +154,8 @@ pub fn type_rank(event_type: EventType) -> u8 {
         EventType::AgentLoggedIn => 7,
         EventType::AgentStatusChanged => 8,
         EventType::AgentLoggedOut => 9,
+        // After every vendor event at the same time: callhook's own verdict on the call.
+        EventType::CallStale => 10,
     }
 }
 
@@ -248,6 +255,7 @@ pub struct CallFold {
     correlation: BTreeMap<String, (PreferredKey, Value)>,
     events_count: u64,
     journey: JourneyFold,
+    status: StatusFold,
 }
 
 impl CallFold {
@@ -275,6 +283,7 @@ impl CallFold {
             correlation: BTreeMap::new(),
             events_count: 0,
             journey: JourneyFold::new(),
+            status: StatusFold::default(),
         }
     }
 
@@ -295,6 +304,7 @@ impl CallFold {
             return;
         }
         self.events_count += 1;
+        self.status.add(event_type);
         // One allocation per event, shared by every key that keeps it (a cached fold holds
         // a dozen keys, mostly of the same few events).
         let id: Arc<str> = Arc::from(id);
@@ -448,6 +458,7 @@ impl CallFold {
                 answered_at,
                 ended_at: self.ended_at,
             }),
+            status: self.status.status(),
         })
     }
 }

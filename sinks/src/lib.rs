@@ -15,7 +15,8 @@
 //! - [`projections`]: the SQLite and PostgreSQL sinks side by side ([`ProjectionSinks`]), each
 //!   with its own consumed offsets.
 //! - [`calls_fold`] and [`agents`]: the pure `calls` and `agents` row rules both databases
-//!   share, so their rows are equal for the same events.
+//!   share, so their rows are equal for the same events; [`call_status`] the row's `status`.
+//! - [`sequence`]: the per-call `sequence` of each event, assigned at first store.
 //! - [`kafka`]: the Kafka sink (Kafka mode): canonical events as CloudEvents in Kafka binary
 //!   mode keyed by subject, dead letters with the raw bytes; idempotent or transactional.
 //! - [`metrics`]: the `callhook_sink_*` metric families every sink shares.
@@ -27,12 +28,14 @@
 
 pub mod agents;
 pub mod batch;
+pub mod call_status;
 pub mod calls_fold;
 pub mod failpoints;
 pub mod kafka;
 pub mod metrics;
 pub mod postgres;
 pub mod projections;
+pub mod sequence;
 pub mod sqlite;
 
 pub use batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};

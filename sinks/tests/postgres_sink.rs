@@ -362,3 +362,92 @@ fn test_two_sinks_resume_from_the_smaller_offset_and_skip_what_they_hold() {
     assert_eq!(sinks.stored_offsets(CONSUMER).unwrap(), vec![(0, 18)]);
     assert_same_tables(&server.url(), dir.path());
 }
+
+#[test]
+fn test_stale_candidates_and_sequences_agree_with_the_sqlite_sink() {
+    let server = Postgres::start();
+    let mut postgres = PostgresSink::open(&settings(&server.url())).unwrap();
+    let dir = scratch_dir();
+    let mut sqlite = open_sink(dir.path());
+    // Call `open` rings and is answered; call `done` ends; both received at `at(1000)`.
+    let items = vec![
+        push(
+            "o1",
+            vec![call_event(
+                event_id(1),
+                EventType::CallRinging,
+                at(0),
+                "open",
+            )],
+        ),
+        push(
+            "d1",
+            vec![call_event(
+                event_id(2),
+                EventType::CallRinging,
+                at(0),
+                "done",
+            )],
+        ),
+        push(
+            "o2",
+            vec![call_event(
+                event_id(3),
+                EventType::CallAnswered,
+                at(5),
+                "open",
+            )],
+        ),
+        push(
+            "d2",
+            vec![call_event(event_id(4), EventType::CallEnded, at(9), "done")],
+        ),
+        // A re-send of `o1`: no new number.
+        push(
+            "o1",
+            vec![call_event(
+                event_id(1),
+                EventType::CallRinging,
+                at(0),
+                "open",
+            )],
+        ),
+    ];
+    let whole = batch(items, vec![(0, 5)]);
+    sqlite.commit_batch(&whole).unwrap();
+    postgres.commit_batch(&whole).unwrap();
+    assert_eq!(
+        sqlite_rows(&dir.path().join("callhook.db"), "events"),
+        postgres_rows(&server.url(), "events")
+    );
+    assert_eq!(
+        server
+            .psql("SELECT string_agg(call_id || ':' || sequence, ',' ORDER BY call_id, sequence) FROM events")
+            .trim(),
+        "done:1,done:2,open:1,open:2"
+    );
+    let sqlite_read = callhook_sinks::sqlite::stale::open_for_sweep(
+        &dir.path().join("callhook.db"),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    for (cutoff, expected) in [(at(999), Vec::<&str>::new()), (at(1001), vec!["open"])] {
+        let from_postgres: Vec<String> = postgres
+            .stale_candidates(SOURCE, cutoff, 10)
+            .unwrap()
+            .into_iter()
+            .map(|candidate| candidate.call_id)
+            .collect();
+        let from_sqlite =
+            callhook_sinks::sqlite::stale::stale_candidates(&sqlite_read, SOURCE, cutoff, 10)
+                .unwrap();
+        assert_eq!(from_postgres, expected);
+        assert_eq!(from_sqlite.len(), expected.len());
+        if let Some(candidate) = from_sqlite.first() {
+            let postgres_candidate = &postgres.stale_candidates(SOURCE, cutoff, 10).unwrap()[0];
+            assert_eq!(candidate, postgres_candidate);
+            assert_eq!(candidate.last_event_type, "call.answered");
+            assert_eq!(candidate.dialect, "7moor.v7");
+        }
+    }
+}

@@ -215,6 +215,7 @@ fn test_reference_row_applies_the_fold_rules() {
         text("customer_hangup"),
         text("CUSTOMER"),
         text(r#"[{"node":"2"}]"#),
+        text("final"),
     ];
     assert_eq!(row, expected);
 }

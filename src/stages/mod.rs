@@ -9,7 +9,8 @@
 //! | `normalize` (Kafka mode) | no | no | a consumer-group member |
 //!
 //! Where the process receives (`serve`, `ingest`), reconciliation with the 7moor CDR query API
-//! runs beside the receiver for every source with `[sources.<name>.reconcile]` ([`reconcile`]).
+//! runs beside the receiver for every source with `[sources.<name>.reconcile]` ([`reconcile`]),
+//! and so does the stale-call sweep ([`stale`]): both append to the raw log.
 //!
 //! Every normalizer runs under a [`callhook_normalizer::supervisor::Supervisor`]: when it
 //! stops by itself, `/readyz` turns `503` with the reason, an ERROR line says what happened,
@@ -25,6 +26,7 @@ pub(crate) mod log;
 mod normalizer;
 mod readiness;
 mod reconcile;
+mod stale;
 mod topics;
 
 use std::sync::Arc;
@@ -127,6 +129,10 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         (true, Some(log)) => Some(reconcile::Reconcilers::start(&settings, log.appender())?),
         _ => None,
     };
+    let sweeper = match (command.receives(), &log) {
+        (true, Some(log)) => Some(stale::StaleSweeper::start(&settings, log.appender())),
+        _ => None,
+    };
     let console = match &settings.console {
         Some(console) => Some((
             console.listen,
@@ -146,6 +152,9 @@ pub async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     tracing::info!("shutdown requested: draining in-flight requests");
     if let Some(reconcilers) = reconcilers {
         reconcilers.stop().await;
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.stop().await;
     }
     // Tap and console streams never end by themselves: end them so the listeners can drain.
     tap.close();

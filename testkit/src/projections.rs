@@ -43,6 +43,8 @@ fn columns(table: &str) -> Vec<(&'static str, Kind)> {
             ("received_at", Time),
             ("data", Json),
             ("mapping_version", Integer),
+            // Since v1.1.
+            ("sequence", Integer),
         ],
         "calls" => vec![
             ("source", Text),
@@ -80,6 +82,8 @@ fn columns(table: &str) -> Vec<(&'static str, Kind)> {
             ("disconnect_reason", Text),
             ("disconnect_reason_raw", Text),
             ("ivr_path", Json),
+            // Since v1.1.
+            ("status", Text),
         ],
         "agents" => vec![
             ("source", Text),

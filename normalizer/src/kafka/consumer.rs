@@ -347,6 +347,17 @@ impl KafkaNormalizer {
     /// Commits a batch to every sink; false when a sink refused it (it is read again).
     fn commit_to_sinks(&mut self, mut batch: KafkaBatch) -> Result<bool, PipelineError> {
         if let Some(kafka_sink) = &mut self.kafka_sink {
+            // The events topic is written before the projections: number the call events now,
+            // as the projections will (`callhook_sinks::sequence`), so `ce_sequence` is theirs.
+            match self.sink.assign_sequences(&mut batch.pending.batch) {
+                Ok(()) => {}
+                Err(error) if error.is_retryable() => {
+                    self.metrics.commit_failures.inc();
+                    self.retry_later(&batch, error.to_string());
+                    return Ok(false);
+                }
+                Err(error) => return Err(error.into()),
+            }
             let group = self.consumer.group_metadata();
             let transactional = kafka_sink.is_transactional();
             let result = produce_batch(

@@ -17,6 +17,10 @@
 //!   next is read; the producer is idempotent but never transactional (a `transactional_id`
 //!   would fence the live normalizer's producer). A replay that fails part way can be run
 //!   again. A push whose dedupe key was already replayed (a vendor's re-send) is produced once.
+//! - **The live `ce_sequence`.** With a projection to read (`sequences`: the SQLite sink's file
+//!   or PostgreSQL), each event carries the `sequence` the projection stored for it, so the
+//!   re-produced record equals the live one; an event the projection does not hold (a new
+//!   mapping's) is produced without one.
 //! - Dead letters are counted, not produced: their topic is for operators, and
 //!   `callhook dead-letters redrive` is the tool for them.
 
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use callhook_rawlog::embedded::ReadRecord;
 use callhook_rawlog::kafka_codec;
 use callhook_rawlog::{Position, StoredRecord};
-use callhook_sinks::{KafkaSink, KafkaSinkError, KafkaSinkSettings, SinkItem};
+use callhook_sinks::{KafkaSink, KafkaSinkError, KafkaSinkSettings, ProjectionSinks, SinkItem};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -73,6 +77,9 @@ pub enum KafkaReplayError {
     /// The events could not be produced.
     #[error("producing the events: {0}")]
     Sink(#[from] KafkaSinkError),
+    /// The projection the events' `sequence`s are read from failed.
+    #[error("reading the events' sequence numbers: {0}")]
+    Projection(#[from] callhook_sinks::SinkError),
 }
 
 /// Where the events go: a topic, or nowhere (`--dry-run` counts them).
@@ -112,6 +119,7 @@ pub fn replay_to_topic(
     sources: &HashMap<String, SourceContext>,
     filter: &ReplayFilter,
     dedupe_keys: NonZeroUsize,
+    mut sequences: Option<&mut ProjectionSinks>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<KafkaReplayStats, KafkaReplayError> {
     let started = Instant::now();
@@ -177,6 +185,10 @@ pub fn replay_to_topic(
             continue;
         };
         stats.records_replayed += 1;
+        let item = match sequences.as_deref_mut() {
+            Some(projections) => with_stored_sequences(projections, item)?,
+            None => item,
+        };
         send_item(sink.as_mut(), &item, &mut dedupe, &mut stats)?;
         in_batch += 1;
         if in_batch >= REPLAY_BATCH {
@@ -302,6 +314,23 @@ fn map_message(
         record,
     };
     replayed_item(&ReadRecord::Decoded(stored), sources, filter)
+}
+
+/// Sets each event's `sequence` to the one `projections` stored for it.
+fn with_stored_sequences(
+    projections: &mut ProjectionSinks,
+    mut item: SinkItem,
+) -> Result<SinkItem, KafkaReplayError> {
+    if let SinkItem::Push { events, .. } = &mut item {
+        let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let stored = projections.stored_sequences(&ids)?;
+        for sink_event in events.iter_mut() {
+            let event = &mut sink_event.event;
+            event.sequence = stored.get(&event.id).copied().flatten();
+        }
+    }
+    Ok(item)
 }
 
 /// Sends a push's events (once per dedupe key) or counts a dead letter.

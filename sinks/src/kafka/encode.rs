@@ -42,6 +42,8 @@ pub mod header {
     pub const CE_TIMESOURCE: &str = "ce_timesource";
     /// The `mappingversion` extension attribute (absent on events mapped before it existed).
     pub const CE_MAPPINGVERSION: &str = "ce_mappingversion";
+    /// The `sequence` extension attribute (since v1.1; absent on events of no call).
+    pub const CE_SEQUENCE: &str = "ce_sequence";
     /// The data's content type (CloudEvents `datacontenttype`).
     pub const CONTENT_TYPE: &str = "content-type";
     /// Dead letters: the bounded reason code.
@@ -102,6 +104,7 @@ pub fn encode_call(row: &CallRow) -> EncodedRecord {
         "disconnect_reason": row.journey.disconnect_reason.map(|reason| reason.as_str()),
         "disconnect_reason_raw": row.journey.disconnect_reason_raw,
         "ivr_path": row.journey.ivr_path,
+        "status": row.status.as_str(),
     });
     let version = row.events_count.to_string();
     let last = callhook_schemas::time::canonical_time(&row.last_event_at);
@@ -165,6 +168,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
     };
     let time = canonical_time(&event.time);
     let mapping_version = event.mappingversion.map(|version| version.to_string());
+    let sequence = event.sequence.map(|sequence| sequence.to_string());
     let headers = [
         (header::CE_SPECVERSION, event.specversion.as_str()),
         (header::CE_ID, event.id.as_str()),
@@ -179,6 +183,7 @@ pub fn encode_event(sink_event: &SinkEvent) -> Result<EncodedRecord> {
             header::CE_MAPPINGVERSION,
             mapping_version.as_deref().unwrap_or_default(),
         ),
+        (header::CE_SEQUENCE, sequence.as_deref().unwrap_or_default()),
     ]
     .into_iter()
     .filter(|(_, value)| !value.is_empty())

@@ -43,7 +43,9 @@ pub mod error;
 mod journey;
 pub mod metrics;
 pub mod schema;
+mod sequence;
 pub mod sink;
+mod stale;
 mod tls;
 mod writes;
 

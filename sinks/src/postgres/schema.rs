@@ -25,7 +25,7 @@ use super::error::{PostgresSinkError, Result};
 pub const MIGRATION_LOCK: i64 = 0x6361_6c6c_686f_6f6b;
 
 /// The migrations, in order.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -174,6 +174,27 @@ CROSS JOIN LATERAL (
     ORDER BY coalesce(l.ended_at, l.last_event_at) DESC, l.call_id COLLATE "C" DESC
     LIMIT 1
 ) last;
+"#;
+
+/// Version 3 (model v1.1): `events.sequence`, each call event's place among its call's events
+/// in the order they were first stored (existing events numbered by `seq`, that order), and
+/// `calls.status` (existing rows derived from their events' types, as `call_status.rs` does),
+/// with a partial index for the stale sweep.
+const MIGRATION_3: &str = r#"
+ALTER TABLE events ADD COLUMN sequence bigint;
+UPDATE events SET sequence = numbered.n FROM (
+    SELECT seq, row_number() OVER (PARTITION BY source_name, call_id ORDER BY seq) AS n
+    FROM events
+    WHERE call_id IS NOT NULL AND call_id <> '' AND subject = call_id AND type NOT LIKE 'agent.%'
+) AS numbered WHERE events.seq = numbered.seq;
+ALTER TABLE calls ADD COLUMN status text NOT NULL DEFAULT 'in_progress';
+UPDATE calls SET status = CASE
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.cdr') THEN 'final'
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.ended') THEN 'ended'
+    ELSE 'in_progress' END;
+CREATE INDEX calls_status_in_progress ON calls (source, last_event_at) WHERE status = 'in_progress';
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version found.

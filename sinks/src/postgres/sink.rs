@@ -66,7 +66,7 @@ impl PostgresSink {
     }
 
     /// Returns the connection, connecting first when there is none or it was lost.
-    fn client(&mut self) -> Result<&mut Client> {
+    pub(super) fn client(&mut self) -> Result<&mut Client> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
         }
@@ -80,7 +80,7 @@ impl PostgresSink {
     }
 
     /// Counts a failure and drops a connection it broke.
-    fn observe<T>(&mut self, result: Result<T>) -> Result<T> {
+    pub(super) fn observe<T>(&mut self, result: Result<T>) -> Result<T> {
         if let Err(error) = &result {
             let kind = error.kind();
             self.metrics.failure(kind);
@@ -245,6 +245,51 @@ impl PostgresSink {
                 .query("SELECT id FROM events WHERE id = ANY($1)", &[&ids])?
                 .iter()
                 .map(|row| row.get(0))
+                .collect())
+        });
+        self.observe(result)
+    }
+
+    /// Returns the `sequence` of each of the event `ids` that is stored (one statement).
+    pub fn stored_sequences(&mut self, ids: &[&str]) -> Result<HashMap<String, Option<u64>>> {
+        let result = self.client().and_then(|client| {
+            Ok(client
+                .query(
+                    "SELECT id, sequence FROM events WHERE id = ANY($1)",
+                    &[&ids],
+                )?
+                .iter()
+                .map(|row| {
+                    let sequence: Option<i64> = row.get(1);
+                    (row.get(0), sequence.and_then(|n| u64::try_from(n).ok()))
+                })
+                .collect())
+        });
+        self.observe(result)
+    }
+
+    /// Returns the greatest stored `sequence` of each call `(source, call_id)` of `calls`
+    /// (0 when none; one statement).
+    pub fn max_sequences(
+        &mut self,
+        calls: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), u64>> {
+        let sources: Vec<&str> = calls.iter().map(|(source, _)| *source).collect();
+        let call_ids: Vec<&str> = calls.iter().map(|(_, call_id)| *call_id).collect();
+        let result = self.client().and_then(|client| {
+            Ok(client
+                .query(
+                    "SELECT t.s, t.c, coalesce(max(e.sequence), 0) \
+                     FROM unnest($1::text[], $2::text[]) AS t(s, c) \
+                     LEFT JOIN events e ON e.source_name = t.s AND e.subject = t.c AND e.call_id = t.c \
+                     GROUP BY t.s, t.c",
+                    &[&sources, &call_ids],
+                )?
+                .iter()
+                .map(|row| {
+                    let max: i64 = row.get(2);
+                    ((row.get(0), row.get(1)), u64::try_from(max).unwrap_or(0))
+                })
                 .collect())
         });
         self.observe(result)

@@ -8,7 +8,9 @@
 //!    batch whose offsets are all at or below them is already in (committed before a crash
 //!    of the other sink, or by a previous owner of the partition) and writes nothing;
 //! 2. the events (`ON CONFLICT (id) DO NOTHING`), after one lookup of which ids are stored: a
-//!    push whose first event is stored is a re-send (the same rule as the SQLite sink);
+//!    push whose first event is stored is a re-send (the same rule as the SQLite sink); before
+//!    the lookup, the batch's calls are locked (the lock of step 5, in the same key order) and
+//!    each new call event gets its `sequence` from the call's stored maximum (`sequence.rs`);
 //! 3. the agents (newest `(time, id)` wins, in the `WHERE` of the upsert);
 //! 4. the dead letters (`ON CONFLICT (raw_ref) DO NOTHING`);
 //! 5. an advisory lock per touched call, in key order, then each call's stored events are
@@ -110,6 +112,10 @@ fn write_events<'a>(
     rejected: &HashMap<usize, String>,
     tally: &mut Tally,
 ) -> Result<Vec<NewEvent<'a>>> {
+    let mut numbering = super::sequence::lock_and_start(
+        transaction,
+        pushes(batch, rejected).flat_map(|(_, _, events)| events.iter()),
+    )?;
     let ids: Vec<&str> = pushes(batch, rejected)
         .flat_map(|(_, _, events)| events.iter().map(|e| e.event.id.as_str()))
         .collect();
@@ -132,7 +138,9 @@ fn write_events<'a>(
                 tally.outcome.events_already_stored += 1;
                 continue;
             }
-            rows.push(sink_event, received_at);
+            let sequence = numbering.number_for(event, || Ok::<_, PostgresSinkError>(0))?;
+            numbering.stored(event, sequence);
+            rows.push(sink_event, received_at, sequence);
             new_events.push(NewEvent { event });
         }
     }
@@ -140,14 +148,15 @@ fn write_events<'a>(
         let inserted: HashSet<String> = transaction
             .query(
                 "INSERT INTO events (id, type, source, subject, time, timesource, specversion, \
-                 datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version) \
+                 datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version, \
+                 sequence) \
                  SELECT id, type, source, subject, time, timesource, specversion, datacontenttype, \
-                 dataschema, source_name, call_id, received_at, data::jsonb, mapping_version \
+                 dataschema, source_name, call_id, received_at, data::jsonb, mapping_version, sequence \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                 $12::timestamptz[], $13::text[], $14::int4[]) \
+                 $12::timestamptz[], $13::text[], $14::int4[], $15::int8[]) \
                  AS t(id, type, source, subject, time, timesource, specversion, datacontenttype, \
-                 dataschema, source_name, call_id, received_at, data, mapping_version) \
+                 dataschema, source_name, call_id, received_at, data, mapping_version, sequence) \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
                 &[
                     &rows.id,
@@ -164,6 +173,7 @@ fn write_events<'a>(
                     &rows.received_at,
                     &rows.data,
                     &rows.mapping_version,
+                    &rows.sequence,
                 ],
             )?
             .iter()
@@ -218,10 +228,16 @@ struct EventColumns<'a> {
     received_at: Vec<DateTime<Utc>>,
     data: Vec<&'a str>,
     mapping_version: Vec<Option<i32>>,
+    sequence: Vec<Option<i64>>,
 }
 
 impl<'a> EventColumns<'a> {
-    fn push(&mut self, sink_event: &'a crate::SinkEvent, received_at: &DateTime<Utc>) {
+    fn push(
+        &mut self,
+        sink_event: &'a crate::SinkEvent,
+        received_at: &DateTime<Utc>,
+        sequence: Option<u64>,
+    ) {
         let event = &sink_event.event;
         self.id.push(&event.id);
         self.event_type.push(event.event_type.as_str());
@@ -241,6 +257,8 @@ impl<'a> EventColumns<'a> {
         self.data.push(&sink_event.data_json);
         self.mapping_version
             .push(event.mappingversion.and_then(|v| i32::try_from(v).ok()));
+        self.sequence
+            .push(sequence.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
     }
 }
 
@@ -496,20 +514,21 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
     let last_types = text(|r| Some(r.last_event_type.as_str()));
     let last = time(|r| Some(r.last_event_at));
     let journey = super::journey::JourneyColumns::of(rows)?;
+    let statuses = text(|r| Some(r.status.as_str()));
     let written = transaction.query(
         "INSERT INTO calls (source, call_id, vendor, direction, caller, caller_e164, callee, \
          callee_e164, agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, \
          started_at, ringing_at, answered_at, ended_at, disposition, disposition_raw, talk_seconds, \
          recording_url, correlation, events_count, last_event_type, last_event_at, \
          conversation_id, leg, queue_joined_at, queue_left_at, queue_seconds, abandon_point, \
-         disconnect_reason, disconnect_reason_raw, ivr_path) \
+         disconnect_reason, disconnect_reason_raw, ivr_path, status) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], \
          $17::timestamptz[], $18::timestamptz[], $19::text[], $20::text[], $21::int8[], \
          $22::text[], $23::jsonb[], $24::int8[], $25::text[], $26::timestamptz[], \
          $27::text[], $28::text[], $29::timestamptz[], $30::timestamptz[], $31::int8[], \
-         $32::text[], $33::text[], $34::text[], $35::jsonb[]) \
+         $32::text[], $33::text[], $34::text[], $35::jsonb[], $36::text[]) \
          ON CONFLICT (source, call_id) DO UPDATE SET vendor = excluded.vendor, \
          direction = excluded.direction, caller = excluded.caller, caller_e164 = excluded.caller_e164, \
          callee = excluded.callee, callee_e164 = excluded.callee_e164, \
@@ -527,6 +546,7 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
          queue_seconds = excluded.queue_seconds, abandon_point = excluded.abandon_point, \
          disconnect_reason = excluded.disconnect_reason, \
          disconnect_reason_raw = excluded.disconnect_reason_raw, ivr_path = excluded.ivr_path, \
+         status = excluded.status, \
          revision = calls.revision + 1 \
          RETURNING source, call_id, revision",
         &[
@@ -536,7 +556,7 @@ fn upsert_calls(transaction: &mut Transaction<'_>, rows: &[CallRow]) -> Result<V
             &recordings, &correlations, &counts, &last_types, &last,
             &journey.conversation_ids, &journey.legs, &journey.queue_joined, &journey.queue_left,
             &journey.queue_seconds, &journey.abandon_points, &journey.disconnect_reasons,
-            &journey.disconnect_reasons_raw, &journey.ivr_paths,
+            &journey.disconnect_reasons_raw, &journey.ivr_paths, &statuses,
         ],
     )?;
     let revisions: HashMap<(String, String), i64> = written

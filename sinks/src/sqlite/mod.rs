@@ -29,6 +29,9 @@
 //! the same whatever the arrival order. The `conversations` view (schema version 6) is computed
 //! from the `calls` rows when it is read, so it inherits that.
 //!
+//! Each new call event gets its `sequence` in the same transaction ([`crate::sequence`]: the
+//! call's stored maximum plus one; a re-sent event gets none), so it is exactly once too.
+//!
 //! # Threading
 //!
 //! A [`SqliteSink`] owns one connection and every method blocks on disk I/O (a commit waits for
@@ -38,7 +41,7 @@
 //!
 //! Modules: [`config`] (the serde config and its validation), [`schema`] (tables, pragmas and
 //! `user_version` migrations), [`sink`] (the sink), [`crate::calls_fold`] (the `calls` row rules, shared with the
-//! PostgreSQL sink), [`crate::agents`] (the `agents` row rules, shared too), [`error`]. Longer reasoning: `design.md` beside this file.
+//! PostgreSQL sink), [`crate::agents`] (the `agents` row rules, shared too), [`stale`] (the stale sweep's read), [`error`]. Longer reasoning: `design.md` beside this file.
 
 mod calls;
 mod codec;
@@ -48,6 +51,7 @@ pub mod error;
 pub mod replay;
 pub mod schema;
 pub mod sink;
+pub mod stale;
 mod writes;
 
 // The pure projection rules are shared with the PostgreSQL sink; these paths stay for callers

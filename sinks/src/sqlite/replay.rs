@@ -538,6 +538,7 @@ pub fn apply(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ApplyOu
         transaction.commit()?;
         low = high;
     }
+    number_added_events(&mut connection)?;
     for chunk in calls.iter().collect::<Vec<_>>().chunks(CHUNK as usize) {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (source, call_id) in chunk {
@@ -650,6 +651,25 @@ fn recompute_agents(
     Ok(agents.len() as u64)
 }
 
+/// Numbers the call events `apply` added (they come without a `sequence`: the rebuilt file's
+/// numbers may cover only the replay's scope) after their call's live ones, in insertion order;
+/// the live events keep theirs (see `crate::sequence`).
+fn number_added_events(connection: &mut Connection) -> Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute(
+        "UPDATE main.events SET sequence = numbered.n FROM ( \
+             SELECT e.seq, (SELECT coalesce(max(m.sequence), 0) FROM main.events m \
+                 WHERE m.source_name = e.source_name AND m.subject = e.call_id AND m.call_id = e.call_id) \
+               + row_number() OVER (PARTITION BY e.source_name, e.call_id ORDER BY e.seq) AS n \
+             FROM main.events e WHERE e.sequence IS NULL AND e.call_id IS NOT NULL \
+             AND e.call_id != '' AND e.subject = e.call_id AND e.type NOT LIKE 'agent.%' \
+         ) AS numbered WHERE main.events.seq = numbered.seq",
+        [],
+    )?;
+    transaction.commit()?;
+    Ok(())
+}
+
 /// Rebuilds a [`CloudEvent`] from a row of `id, type, source, subject, time, timesource,
 /// specversion, datacontenttype, dataschema, data`.
 fn event_of_row(row: &rusqlite::Row<'_>) -> Result<CloudEvent> {
@@ -673,6 +693,7 @@ fn event_of_row(row: &rusqlite::Row<'_>) -> Result<CloudEvent> {
         datacontenttype: row.get(7)?,
         dataschema: row.get(8)?,
         mappingversion: None,
+        sequence: None,
         data,
         id,
     })

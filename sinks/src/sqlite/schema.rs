@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// The schema version this build writes.
@@ -217,6 +218,27 @@ JOIN calls last ON last.source = c.source AND last.call_id = (
 GROUP BY c.source, coalesce(c.conversation_id, c.call_id);
 ";
 
+/// Version 7 (model v1.1): `events.sequence`, each call event's place among its call's events
+/// in the order they were first stored (existing events numbered by `seq`, which is that
+/// order), and `calls.status` (`in_progress`, `ended`, `final`, `stale`; existing rows derived
+/// from their events' types, see `call_status.rs`), with a partial index for the stale sweep.
+const MIGRATION_7: &str = "
+ALTER TABLE events ADD COLUMN sequence INTEGER;
+UPDATE events SET sequence = numbered.n FROM (
+    SELECT seq, row_number() OVER (PARTITION BY source_name, call_id ORDER BY seq) AS n
+    FROM events
+    WHERE call_id IS NOT NULL AND call_id != '' AND subject = call_id AND type NOT LIKE 'agent.%'
+) AS numbered WHERE events.seq = numbered.seq;
+ALTER TABLE calls ADD COLUMN status TEXT NOT NULL DEFAULT 'in_progress';
+UPDATE calls SET status = CASE
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.cdr') THEN 'final'
+    WHEN EXISTS (SELECT 1 FROM events e WHERE e.source_name = calls.source AND e.subject = calls.call_id
+                 AND e.call_id = calls.call_id AND e.type = 'call.ended') THEN 'ended'
+    ELSE 'in_progress' END;
+CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = 'in_progress';
+";
+
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
@@ -393,6 +415,70 @@ mod tests {
             (id.as_str(), legs, talk, agents.as_str(), last.as_str()),
             ("old", 1, 42, "[]", "answered")
         );
+    }
+
+    #[test]
+    fn test_migration_7_numbers_stored_events_and_derives_statuses() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        for (index, migration) in MIGRATIONS[..5].iter().enumerate() {
+            connection.execute_batch(migration).unwrap();
+            connection
+                .pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        let event = |seq: i64, id: &str, kind: &str, subject: &str, call: Option<&str>| {
+            connection
+                .execute(
+                    "INSERT INTO events (seq, id, type, source, subject, time, timesource, specversion, \
+                     datacontenttype, dataschema, source_name, call_id, received_at, data) \
+                     VALUES (?1, ?2, ?3, 's', ?4, 't', 'vendor', '1.0', 'application/json', 'x', 'src', ?5, 't', '{}')",
+                    rusqlite::params![seq, id, kind, subject, call],
+                )
+                .unwrap();
+        };
+        event(1, "a2", "call.ended", "c1", Some("c1"));
+        event(2, "b1", "call.ringing", "c2", Some("c2"));
+        event(3, "a1", "call.ringing", "c1", Some("c1"));
+        event(4, "g1", "agent.status_changed", "agent/1", Some("c1"));
+        event(5, "a3", "call.cdr", "c1", Some("c1"));
+        for call in ["c1", "c2"] {
+            connection
+                .execute(
+                    "INSERT INTO calls (source, call_id, vendor, direction, first_event_at, correlation, \
+                     events_count, last_event_type, last_event_at) \
+                     VALUES ('src', ?1, '7moor', 'unknown', 't', '{}', 1, 'call.ringing', 't')",
+                    [call],
+                )
+                .unwrap();
+        }
+        assert_eq!(migrate(&mut connection).unwrap(), 5);
+        let sequences: Vec<(String, Option<i64>)> = connection
+            .prepare("SELECT id, sequence FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = [
+            ("a2", Some(1)),
+            ("b1", Some(1)),
+            ("a1", Some(2)),
+            ("g1", None),
+            ("a3", Some(3)),
+        ];
+        let expected: Vec<(String, Option<i64>)> = expected
+            .iter()
+            .map(|(id, n)| ((*id).to_owned(), *n))
+            .collect();
+        assert_eq!(sequences, expected);
+        let statuses: Vec<String> = connection
+            .prepare("SELECT status FROM calls ORDER BY call_id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(statuses, ["final", "in_progress"]);
     }
 
     #[test]

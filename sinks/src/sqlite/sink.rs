@@ -24,6 +24,7 @@ use super::schema;
 use super::writes::{self, DeadLetterRow};
 use crate::batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
 use crate::metrics::{BatchCommitted, SinkMetrics};
+use crate::sequence::Numbering;
 
 /// The `sink` label of this sink's metrics.
 pub const METRIC_LABEL: &str = "sqlite";
@@ -280,6 +281,35 @@ impl SqliteSink {
         writes::load_call_events(&self.connection, source, call_id)
     }
 
+    /// Returns the `sequence` of each of the event `ids` that is stored (`None` inside: stored
+    /// without one).
+    pub fn stored_sequences(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Option<u64>>> {
+        let mut found = std::collections::HashMap::new();
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT sequence FROM events WHERE id = ?1")?;
+        for id in ids {
+            let sequence: Option<Option<i64>> = rusqlite::OptionalExtension::optional(
+                statement.query_row(params![id], |row| row.get(0)),
+            )?;
+            if let Some(sequence) = sequence {
+                found.insert(
+                    (*id).to_owned(),
+                    sequence.and_then(|n| u64::try_from(n).ok()),
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// Returns the greatest `sequence` stored for a call's events (0 when none).
+    pub fn max_sequence(&self, source: &str, call_id: &str) -> Result<u64> {
+        writes::max_sequence(&self.connection, source, call_id)
+    }
+
     /// Returns whether the event `id` is stored (the first event of a push: whether the push
     /// is).
     pub fn contains_event(&self, id: &str) -> Result<bool> {
@@ -295,6 +325,8 @@ struct BatchTally<'a> {
     dead_letters_by_reason: BTreeMap<&'a str, u64>,
     /// The new call events of the batch, by `(source_name, call_id)`.
     touched_calls: TouchedCalls<'a>,
+    /// The per-call `sequence` numbers handed out so far ([`crate::sequence`]).
+    numbering: Numbering,
 }
 
 /// Folds kept for the call cache once their batch is committed.
@@ -374,7 +406,11 @@ fn write_push<'a>(
             "event `{}` is from another source",
             event.id
         );
-        if !writes::insert_event(connection, sink_event, received_at)? {
+        let sequence = tally.numbering.number_for(event, || {
+            let call_id = event.data.call_id.as_deref().unwrap_or_default();
+            writes::max_sequence(connection, &event.data.source_name, call_id)
+        })?;
+        if !writes::insert_event(connection, sink_event, received_at, sequence)? {
             if ordinal == 0 {
                 tally.outcome.duplicates_skipped += 1;
                 return Ok(());
@@ -382,6 +418,7 @@ fn write_push<'a>(
             tally.outcome.events_already_stored += 1;
             continue;
         }
+        tally.numbering.stored(event, sequence);
         tally.outcome.events_inserted += 1;
         tally.events_by_type[event.event_type as usize] += 1;
         if let Some(update) = agent_update(event) {

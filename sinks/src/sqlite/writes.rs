@@ -22,6 +22,7 @@ pub(crate) fn insert_event(
     connection: &Connection,
     sink_event: &SinkEvent,
     received_at: &DateTime<Utc>,
+    sequence: Option<u64>,
 ) -> Result<bool> {
     let event = &sink_event.event;
     let data = &sink_event.data_json;
@@ -31,8 +32,9 @@ pub(crate) fn insert_event(
     };
     let mut statement = connection.prepare_cached(
         "INSERT OR IGNORE INTO events (id, type, source, subject, time, timesource, specversion, \
-         datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version, \
+         sequence) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     let inserted = statement.execute(params![
         event.id,
@@ -49,8 +51,19 @@ pub(crate) fn insert_event(
         encode_time(received_at),
         data,
         event.mappingversion,
+        sequence.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
     ])?;
     Ok(inserted == 1)
+}
+
+/// Returns the greatest `sequence` stored for a call's events (0 when none).
+pub(crate) fn max_sequence(connection: &Connection, source: &str, call_id: &str) -> Result<u64> {
+    let mut statement = connection.prepare_cached(
+        "SELECT coalesce(max(sequence), 0) FROM events \
+         WHERE source_name = ?1 AND subject = ?2 AND call_id = ?2",
+    )?;
+    let max: i64 = statement.query_row(params![source, call_id], |row| row.get(0))?;
+    Ok(u64::try_from(max).unwrap_or(0))
 }
 
 /// Applies an agent status if it is newer by `(time, id)` than the stored one; returns true
@@ -166,7 +179,7 @@ pub(crate) fn call_revision(
 }
 
 /// The columns a `calls` row is written with, in the order of [`call_row_params`].
-const CALL_COLUMNS: [&str; 35] = [
+const CALL_COLUMNS: [&str; 36] = [
     "source",
     "call_id",
     "vendor",
@@ -203,6 +216,8 @@ const CALL_COLUMNS: [&str; 35] = [
     "disconnect_reason",
     "disconnect_reason_raw",
     "ivr_path",
+    // Since v1.1 (schema version 7).
+    "status",
 ];
 
 /// `INSERT INTO calls (...) VALUES (?1, ...)` with revision 1.
@@ -335,6 +350,7 @@ fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
         text(row.journey.disconnect_reason.map(|reason| reason.as_str())),
         text(row.journey.disconnect_reason_raw.as_deref()),
         Sql::Text(ivr_path),
+        Sql::Text(row.status.as_str().to_owned()),
     ])
 }
 

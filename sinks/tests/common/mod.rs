@@ -98,6 +98,7 @@ fn envelope(
         datacontenttype: "application/json".to_owned(),
         dataschema: DATA_SCHEMA_URI.to_owned(),
         mappingversion: Some(2),
+        sequence: None,
         data,
     }
 }
