@@ -435,7 +435,9 @@ fn targets(results: &Value, profile: &Profile) -> Vec<Target> {
             met: Some(drain_rate >= ingest_rate && drain_rate > 0.0),
         },
         Target {
-            target: "mapping ≥ 150,000 events/s per core (events per CPU-second, mapping alone)"
+            target: "mapping ≥ 150,000 events/s per core, here with the log read back and each \
+                     event's data serialized (the target's own measure is the criterion bench: \
+                     README, Performance)"
                 .to_owned(),
             measured: per_second(mapping_rate),
             met: Some(mapping_rate >= 150_000.0),
