@@ -70,6 +70,14 @@ impl Numbering {
         Ok(last + 1)
     }
 
+    /// Returns the greatest number stored or handed out for a call in this batch, if it came
+    /// up.
+    pub fn last(&self, call: (&str, &str)) -> Option<u64> {
+        self.last
+            .get(&(call.0.to_owned(), call.1.to_owned()))
+            .copied()
+    }
+
     /// Records that an event of the call was stored with `number`.
     pub fn used(&mut self, call: (&str, &str), number: u64) {
         let last = self

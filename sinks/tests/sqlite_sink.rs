@@ -526,4 +526,88 @@ fn test_a_bulk_fill_ends_with_the_schema_and_rows_of_an_ordinary_sink() {
     }
     let mode = rows(bulk.path(), "PRAGMA journal_mode");
     assert_eq!(mode, vec![vec![text("wal")]]);
+    let page_size = "PRAGMA page_size";
+    assert_eq!(
+        rows(bulk.path(), page_size),
+        vec![vec![Value::Integer(8192)]]
+    );
+    assert_eq!(
+        rows(ordinary.path(), page_size),
+        rows(bulk.path(), page_size)
+    );
+}
+
+#[test]
+fn test_a_bulk_fill_numbers_and_folds_calls_that_left_its_cache_like_an_ordinary_sink() {
+    // Five calls, each seen in two batches far apart, through a bulk fill that caches two
+    // calls' folds: the second visit of each finds it neither cached nor new, so its stored
+    // events are read back. Sequences, rows and the dedupe must match the ordinary sink's.
+    let ordinary = scratch_dir();
+    let bulk = scratch_dir();
+    let calls = ["c1", "c2", "c3", "c4", "c5"];
+    let batches = || {
+        let mut batches = Vec::new();
+        for (visit, offset) in [(0u128, 0u64), (1, 10)] {
+            for (n, call) in calls.iter().enumerate() {
+                let n = n as u128;
+                let base = 100 * n + 10 * visit;
+                let (first, second) = if visit == 0 {
+                    (EventType::CallRinging, EventType::CallAnswered)
+                } else {
+                    (EventType::CallEnded, EventType::CallCdr)
+                };
+                let time = i64::try_from(base).unwrap();
+                let events = vec![
+                    call_event(event_id(base + 1), first, at(time), call),
+                    call_event(event_id(base + 2), second, at(time + 1), call),
+                ];
+                let key = format!("{call}-{visit}");
+                let mut items = vec![push(&key, events.clone())];
+                if visit == 1 {
+                    // A re-send of the call's first push: no new number.
+                    items.push(push(
+                        &format!("{call}-0"),
+                        vec![call_event(
+                            event_id(100 * n + 1),
+                            EventType::CallRinging,
+                            at(time),
+                            call,
+                        )],
+                    ));
+                }
+                let end = offset + n as u64 + 1;
+                batches.push(batch(items, vec![(0, end)]));
+            }
+        }
+        batches
+    };
+    let mut sink = open_sink(ordinary.path());
+    for each in batches() {
+        sink.commit_batch(&each).unwrap();
+    }
+    drop(sink);
+    let two = std::num::NonZeroUsize::new(2).unwrap();
+    let mut filled =
+        SqliteSink::open_bulk_with_call_cache(&bulk.path().join("callhook.db"), two).unwrap();
+    let duplicates: u64 = batches()
+        .iter()
+        .map(|each| filled.commit_batch(each).unwrap().duplicates_skipped)
+        .sum();
+    assert_eq!(duplicates, 5, "each re-send is skipped mid-fill");
+    filled.finish_bulk().unwrap();
+    let numbered = "SELECT call_id, id, sequence FROM events ORDER BY call_id, sequence";
+    let expected = rows(ordinary.path(), numbered);
+    assert_eq!(expected.len(), 20);
+    assert_eq!(
+        expected
+            .iter()
+            .map(|row| row[2].clone())
+            .take(4)
+            .collect::<Vec<_>>(),
+        (1..=4).map(Value::Integer).collect::<Vec<_>>(),
+        "the ordinary sink numbers each call 1..4"
+    );
+    assert_eq!(rows(bulk.path(), numbered), expected);
+    let select = "SELECT * FROM calls ORDER BY 1, 2";
+    assert_eq!(rows(bulk.path(), select), rows(ordinary.path(), select));
 }

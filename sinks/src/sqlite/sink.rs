@@ -93,6 +93,15 @@ impl SqliteSink {
     /// and the unique indexes stay: they are the dedupe). `finish_bulk` builds them, commits
     /// and makes the file an ordinary database (WAL) that a normalizer can take over.
     pub fn open_bulk(path: &Path) -> Result<SqliteSink> {
+        Self::open_bulk_with_call_cache(path, BULK_CALL_CACHE_CALLS)
+    }
+
+    /// [`SqliteSink::open_bulk`] keeping the folds of at most `call_cache_calls` calls (a
+    /// call that falls out is read back from the file when it comes up again).
+    pub fn open_bulk_with_call_cache(
+        path: &Path,
+        call_cache_calls: std::num::NonZeroUsize,
+    ) -> Result<SqliteSink> {
         let open_error = |source| SqliteSinkError::Open {
             path: path.to_owned(),
             source,
@@ -107,7 +116,7 @@ impl SqliteSink {
             connection,
             path: path.to_owned(),
             metrics: SinkMetrics::for_sink(METRIC_LABEL),
-            calls: CallCache::new(BULK_CALL_CACHE_CALLS),
+            calls: CallCache::for_bulk_fill(call_cache_calls),
             bulk: true,
             deferred_indexes,
         })
@@ -215,7 +224,7 @@ impl SqliteSink {
             match item {
                 SinkItem::Push { .. } => {
                     let before = tally.outcome.events_inserted;
-                    write_item(&transaction, &mut tally, item)?;
+                    write_item(&transaction, &self.calls, &mut tally, item)?;
                     outcome.events_inserted += tally.outcome.events_inserted - before;
                     outcome.resolved += transaction.execute(
                         "UPDATE dead_letters SET resolved_at = ?1, resolution = 'redrive' \
@@ -233,7 +242,9 @@ impl SqliteSink {
                 }
             }
         }
-        let kept = self.calls.write_rows(&transaction, &tally.touched_calls)?;
+        let kept = self
+            .calls
+            .write_rows(&transaction, &tally.touched_calls, &tally.numbering)?;
         transaction.commit()?;
         self.calls.keep(kept);
         Ok(outcome)
@@ -342,10 +353,10 @@ fn write_batch<'a>(
 ) -> Result<(BatchTally<'a>, KeptFolds)> {
     let mut tally = BatchTally::default();
     for item in &batch.items {
-        write_item(connection, &mut tally, item)?;
+        write_item(connection, calls, &mut tally, item)?;
     }
     crate::failpoints::crash_at("sink::mid_transaction");
-    let kept = calls.write_rows(connection, &tally.touched_calls)?;
+    let kept = calls.write_rows(connection, &tally.touched_calls, &tally.numbering)?;
     tally.outcome.calls_touched = tally.touched_calls.len() as u64;
     writes::store_offsets(connection, &batch.consumer, &batch.offsets)?;
     Ok((tally, kept))
@@ -354,6 +365,7 @@ fn write_batch<'a>(
 /// Writes one item of a batch.
 fn write_item<'a>(
     connection: &Connection,
+    calls: &CallCache,
     tally: &mut BatchTally<'a>,
     item: &'a SinkItem,
 ) -> Result<()> {
@@ -363,7 +375,7 @@ fn write_item<'a>(
             received_at,
             events,
             ..
-        } => write_push(connection, tally, source, received_at, events),
+        } => write_push(connection, calls, tally, source, received_at, events),
         SinkItem::DeadLetter {
             raw_ref,
             source,
@@ -392,6 +404,7 @@ fn write_item<'a>(
 /// Writes one push (unless it is a duplicate): its events and the agent statuses they carry.
 fn write_push<'a>(
     connection: &Connection,
+    calls: &CallCache,
     tally: &mut BatchTally<'a>,
     source: &str,
     received_at: &DateTime<Utc>,
@@ -408,7 +421,7 @@ fn write_push<'a>(
         );
         let sequence = tally.numbering.number_for(event, || {
             let call_id = event.data.call_id.as_deref().unwrap_or_default();
-            writes::max_sequence(connection, &event.data.source_name, call_id)
+            calls.stored_sequence(connection, &event.data.source_name, call_id)
         })?;
         if !writes::insert_event(connection, sink_event, received_at, sequence)? {
             if ordinal == 0 {
