@@ -245,20 +245,12 @@ const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 /// WAL bytes before an automatic checkpoint (20,000 pages of 4 KiB).
 const WAL_AUTOCHECKPOINT_BYTES: i64 = 80 * 1024 * 1024;
 
-/// The page size of a new database file (an existing file keeps its own: the size is fixed
-/// once the first table is written). Bench, against SQLite's 4096: a 1,000,000-push rebuild
-/// 20.6 -> 18.3 s (its index build, commit and fsync touch half the pages), a 200,000-push
-/// live drain within 2 % and a 6 % smaller file. 16384 rebuilt no faster than 8192 and
-/// doubles what a WAL frame writes for one changed row.
-const PAGE_SIZE_BYTES: i64 = 8192;
-
 /// Sets the per-connection pragmas: WAL, `synchronous=FULL`, the busy timeout.
 pub(crate) fn configure(
     connection: &Connection,
     busy_timeout: std::time::Duration,
 ) -> rusqlite::Result<()> {
     connection.busy_timeout(busy_timeout)?;
-    connection.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
     // `journal_mode` answers with the mode in force; WAL persists in the file once set.
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -294,9 +286,18 @@ pub(crate) fn configure(
 /// (22.0 s, peak RSS 1.3 GB). A longer log degrades gradually past about 3.5 M pushes.
 const BULK_CACHE_KIB: i64 = 1024 * 1024;
 
+/// The page size of a bulk-filled file (a file the live sink creates has SQLite's 4096; a
+/// file keeps its page size for good). Bench, two runs each, alternating: a 1,000,000-push
+/// rebuild took 20.3-20.6 s at 4096 and 18.8-19.0 s at 8192 (its deferred index build,
+/// final commit and fsync touch half as many pages). For the live sink 8192 bought nothing:
+/// a 500,000-push drain ran at the same rate and wrote a third more bytes (each commit
+/// writes whole pages, and a batch dirties about as many pages whatever their size), which
+/// is what a rebuilt file costs once a normalizer takes it over.
+const BULK_PAGE_SIZE_BYTES: i64 = 8192;
+
 /// Sets the pragmas of a bulk fill of a new file (see `SqliteSink::open_bulk`).
 pub(crate) fn configure_bulk(connection: &Connection) -> rusqlite::Result<()> {
-    connection.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
+    connection.pragma_update(None, "page_size", BULK_PAGE_SIZE_BYTES)?;
     connection.pragma_update(None, "journal_mode", "OFF")?;
     connection.pragma_update(None, "synchronous", "OFF")?;
     connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
