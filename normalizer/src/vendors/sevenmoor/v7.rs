@@ -169,11 +169,14 @@ fn call_push(
         set_event_time(&mut data, event, time);
     }
     data.vendor_fields = fields.into_vendor_fields();
-    if let Some(event) = call_event {
-        drafts.push(Draft::new(call_event_type(event), time, data.clone()));
-    }
-    if data.agent_status.is_some() {
-        drafts.push(Draft::new(EventType::AgentStatusChanged, time, data));
+    match (call_event, data.agent_status.is_some()) {
+        (Some(event), true) => {
+            drafts.push(Draft::new(call_event_type(event), time, data.clone()));
+            drafts.push(Draft::new(EventType::AgentStatusChanged, time, data));
+        }
+        (Some(event), false) => drafts.push(Draft::new(call_event_type(event), time, data)),
+        (None, true) => drafts.push(Draft::new(EventType::AgentStatusChanged, time, data)),
+        (None, false) => {}
     }
     Ok(drafts)
 }
