@@ -185,6 +185,7 @@ impl KafkaNormalizer {
     /// is a batch of its own.
     fn read_batch(&mut self) -> Result<(KafkaBatch, BatchKind), PipelineError> {
         let mut messages = Vec::new();
+        let mut batch_bytes = 0;
         let mut alone = None;
         loop {
             let timeout = if messages.is_empty() {
@@ -206,6 +207,7 @@ impl KafkaNormalizer {
                     );
                     self.loop_metrics.abandoned_rebalance.inc();
                     messages.clear();
+                    batch_bytes = 0;
                 }
             }
             let message = match polled {
@@ -221,8 +223,11 @@ impl KafkaNormalizer {
             if treatment == Treatment::Batch {
                 self.isolation
                     .passed(partition, offset, &self.progress.positions, &self.consumer);
+                batch_bytes += message.payload().map_or(0, <[u8]>::len);
                 messages.push(message);
-                if messages.len() >= self.settings.max_batch_records {
+                if messages.len() >= self.settings.max_batch_records
+                    || batch_bytes >= self.settings.max_batch_bytes
+                {
                     break;
                 }
                 continue;

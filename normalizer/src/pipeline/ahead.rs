@@ -56,6 +56,11 @@ pub(crate) struct ReadAhead {
     /// Per partition, the sink's committed next offset (the committing thread stores it).
     pub(crate) committed: Arc<Vec<AtomicU64>>,
     pub(crate) max_batch_records: usize,
+    /// Body bytes per partition and batch ([`crate::config::NormalizerConfig::max_batch_bytes`]).
+    pub(crate) max_batch_bytes: usize,
+    /// How many records the next read asks for: `max_batch_records`, or fewer when the last
+    /// read's bodies said that many would pass `max_batch_bytes`.
+    pub(crate) read_limit: usize,
     pub(crate) idle_wait: Duration,
     /// Stop once a read finds nothing (drain) instead of waiting for appends.
     pub(crate) until_caught_up: bool,
@@ -118,9 +123,10 @@ impl ReadAhead {
         let mut ranges = Vec::new();
         for partition in 0..self.reader.partitions() {
             let from = self.positions[partition as usize];
-            let records = self
-                .reader
-                .read_each(partition, from, self.max_batch_records)?;
+            let mut records = self.reader.read_each(partition, from, self.read_limit)?;
+            self.read_limit =
+                cut_at_bytes(&mut records, self.max_batch_bytes, self.max_batch_records)
+                    .unwrap_or(self.read_limit);
             let (Some(first), Some(last)) = (records.first(), records.last()) else {
                 continue;
             };
@@ -158,5 +164,88 @@ impl ReadAhead {
             .collect();
         crash_at("normalizer::after_map");
         Ok(Some(MappedBatch { items, ranges }))
+    }
+}
+
+/// Cuts `records` after the one whose body reaches `max_bytes` (one at least) and returns
+/// how many records to ask for next, from their mean body size (so that the cut is rarely
+/// needed: a record cut off is read again by the next batch); `None` when there were none.
+fn cut_at_bytes(
+    records: &mut Vec<ReadRecord>,
+    max_bytes: usize,
+    max_records: usize,
+) -> Option<usize> {
+    let mut bytes = 0;
+    let mut keep = records.len();
+    for (index, record) in records.iter().enumerate() {
+        bytes += body_len(record);
+        if bytes >= max_bytes {
+            keep = index + 1;
+            break;
+        }
+    }
+    records.truncate(keep);
+    let mean = (bytes / records.len().max(1)).max(1);
+    (!records.is_empty()).then(|| (max_bytes / mean).clamp(1, max_records))
+}
+
+/// The body length of a record read from the log.
+fn body_len(record: &ReadRecord) -> usize {
+    match record {
+        ReadRecord::Decoded(stored) => stored.record.body.len(),
+        ReadRecord::Undecodable(kept) => kept.body.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use callhook_rawlog::embedded::UndecodableRecord;
+    use callhook_rawlog::Position;
+    use chrono::DateTime;
+
+    use super::*;
+
+    fn records(body_lengths: &[usize]) -> Vec<ReadRecord> {
+        body_lengths
+            .iter()
+            .enumerate()
+            .map(|(offset, length)| {
+                ReadRecord::Undecodable(UndecodableRecord {
+                    position: Position {
+                        partition: 0,
+                        offset: offset as u64,
+                    },
+                    key: String::new(),
+                    source: String::new(),
+                    received_at: DateTime::UNIX_EPOCH,
+                    body: Bytes::from(vec![b'x'; *length]),
+                    detail: String::new(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_a_batch_ends_at_the_record_that_reaches_the_byte_bound() {
+        let mut read = records(&[300; 10]);
+        let next = cut_at_bytes(&mut read, 1000, 1000);
+        assert_eq!(read.len(), 4, "300, 600, 900, then 1,200 reaches 1,000");
+        assert_eq!(
+            next,
+            Some(3),
+            "the next read asks for what fits: 1000 / 300"
+        );
+    }
+
+    #[test]
+    fn test_small_bodies_read_up_to_the_record_bound_and_a_huge_one_alone() {
+        let mut read = records(&[100; 10]);
+        assert_eq!(cut_at_bytes(&mut read, 1 << 20, 1000), Some(1000));
+        assert_eq!(read.len(), 10);
+        let mut read = records(&[5000, 10, 10]);
+        assert_eq!(cut_at_bytes(&mut read, 1024, 1000), Some(1));
+        assert_eq!(read.len(), 1, "a record over the bound still makes a batch");
+        assert_eq!(cut_at_bytes(&mut Vec::new(), 1024, 1000), None);
     }
 }

@@ -305,6 +305,8 @@ impl Normalizer {
             positions: self.next_offsets.clone(),
             committed: Arc::clone(&committed),
             max_batch_records: self.settings.max_batch_records,
+            max_batch_bytes: self.settings.max_batch_bytes,
+            read_limit: self.settings.max_batch_records,
             idle_wait: self.settings.idle_wait,
             until_caught_up: drain,
             stop: Arc::clone(&stop),
