@@ -61,6 +61,14 @@ pub enum SqliteSinkError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The thread that checkpoints the database's WAL could not be started.
+    #[error("cannot start the checkpoint thread of `{path}`: {source}")]
+    CheckpointThread {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A number in the batch does not fit SQLite's signed 64-bit integers.
     #[error("`{field}` value {value} is out of range")]
     OutOfRange {
@@ -89,7 +97,9 @@ impl SqliteSinkError {
                     )
                 )
             }
-            SqliteSinkError::CreateDir { .. } | SqliteSinkError::Sync { .. } => true,
+            SqliteSinkError::CreateDir { .. }
+            | SqliteSinkError::Sync { .. }
+            | SqliteSinkError::CheckpointThread { .. } => true,
             SqliteSinkError::InvalidConfig(_)
             | SqliteSinkError::SchemaTooNew { .. }
             | SqliteSinkError::Encode { .. }

@@ -242,9 +242,6 @@ CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = '
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
 
-/// WAL bytes before an automatic checkpoint (20,000 pages of 4 KiB).
-const WAL_AUTOCHECKPOINT_BYTES: i64 = 80 * 1024 * 1024;
-
 /// Sets the per-connection pragmas: WAL, `synchronous=FULL`, the busy timeout.
 pub(crate) fn configure(
     connection: &Connection,
@@ -270,11 +267,13 @@ pub(crate) fn configure(
     // pages that many batches dirty are copied once, and checkpoints (each a pair of fsyncs)
     // are 20x rarer than at SQLite's default of 1000 pages of 4 KiB (bench: CPU per push of a
     // 100k drain 7.9 -> 6.3 CPU-seconds). `wal_autocheckpoint` counts pages of the file's size.
+    // The sink then hands the checkpoints to a thread of their own at the same bound
+    // (`super::checkpoint`), which replaces this automatic one on its connection.
     let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
     connection.pragma_update(
         None,
         "wal_autocheckpoint",
-        WAL_AUTOCHECKPOINT_BYTES / page_size.max(512),
+        super::checkpoint::CHECKPOINT_AT_BYTES / page_size.max(512),
     )?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::agents::agent_update;
 use super::calls::{CallCache, TouchedCalls};
+use super::checkpoint::Checkpointer;
 use super::codec::{encode_time, from_sql_integer};
 use super::config::SqliteSinkSettings;
 
@@ -41,6 +42,8 @@ pub struct SqliteSink {
     bulk: bool,
     /// The `CREATE INDEX` statements of the indexes a bulk fill builds at its end.
     deferred_indexes: Vec<String>,
+    /// The thread that checkpoints the WAL (not in a bulk fill, which has none).
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteSink {
@@ -65,6 +68,7 @@ impl SqliteSink {
         schema::configure(&connection, settings.busy_timeout).map_err(open_error)?;
         connection.set_prepared_statement_cache_capacity(32);
         let found = schema::migrate(&mut connection)?;
+        let checkpointer = Checkpointer::start(&path, &mut connection, settings.busy_timeout)?;
         tracing::info!(
             path = %path.display(),
             schema_version_found = found,
@@ -78,6 +82,7 @@ impl SqliteSink {
             calls: CallCache::new(settings.call_cache_calls),
             bulk: false,
             deferred_indexes: Vec::new(),
+            _checkpointer: Some(checkpointer),
         })
     }
 
@@ -119,6 +124,7 @@ impl SqliteSink {
             calls: CallCache::for_bulk_fill(call_cache_calls),
             bulk: true,
             deferred_indexes,
+            _checkpointer: None,
         })
     }
 
