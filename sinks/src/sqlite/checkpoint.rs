@@ -192,8 +192,15 @@ mod tests {
         std::fs::metadata(path).map_or(0, |meta| meta.len())
     }
 
-    #[test]
-    fn test_the_thread_copies_the_wal_into_the_file_once_the_wal_passes_its_bound() {
+    /// A WAL-mode file with a table `t (v BLOB)` and a checkpointer asking at `at_bytes`.
+    fn wal_table(
+        at_bytes: i64,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Connection,
+        Checkpointer,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sink.db");
         let mut connection = Connection::open(&path).unwrap();
@@ -201,8 +208,14 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
             .unwrap();
         let checkpointer =
-            Checkpointer::start_at(&path, &mut connection, Duration::from_secs(5), 256 * 1024)
+            Checkpointer::start_at(&path, &mut connection, Duration::from_secs(5), at_bytes)
                 .unwrap();
+        (dir, path, connection, checkpointer)
+    }
+
+    #[test]
+    fn test_the_thread_copies_the_wal_into_the_file_once_the_wal_passes_its_bound() {
+        let (_dir, path, connection, checkpointer) = wal_table(256 * 1024);
         let before = file_len(&path);
         // 768 KiB in 12 commits: past the 256 KiB bound, short of the 1 MiB at which the
         // committing thread would checkpoint itself (SQLite's own automatic checkpoint is
@@ -230,15 +243,7 @@ mod tests {
 
     #[test]
     fn test_the_committing_thread_checkpoints_when_the_wal_reaches_four_times_the_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sink.db");
-        let mut connection = Connection::open(&path).unwrap();
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
-            .unwrap();
-        let checkpointer =
-            Checkpointer::start_at(&path, &mut connection, Duration::from_secs(5), 64 * 1024)
-                .unwrap();
+        let (_dir, path, connection, checkpointer) = wal_table(64 * 1024);
         // Stop the thread first: only the inline fallback is left to checkpoint.
         drop(checkpointer);
         let before = file_len(&path);
