@@ -276,22 +276,9 @@ impl PostgresSink {
     ) -> Result<HashMap<(String, String), u64>> {
         let sources: Vec<&str> = calls.iter().map(|(source, _)| *source).collect();
         let call_ids: Vec<&str> = calls.iter().map(|(_, call_id)| *call_id).collect();
-        let result = self.client().and_then(|client| {
-            Ok(client
-                .query(
-                    "SELECT t.s, t.c, coalesce(max(e.sequence), 0) \
-                     FROM unnest($1::text[], $2::text[]) AS t(s, c) \
-                     LEFT JOIN events e ON e.source_name = t.s AND e.subject = t.c AND e.call_id = t.c \
-                     GROUP BY t.s, t.c",
-                    &[&sources, &call_ids],
-                )?
-                .iter()
-                .map(|row| {
-                    let max: i64 = row.get(2);
-                    ((row.get(0), row.get(1)), u64::try_from(max).unwrap_or(0))
-                })
-                .collect())
-        });
+        let result = self
+            .client()
+            .and_then(|client| super::sequence::stored_maxima(client, &sources, &call_ids));
         self.observe(result)
     }
 

@@ -402,12 +402,7 @@ fn write_calls(
     }
     let sources: Vec<&str> = touched.iter().map(|(source, _)| *source).collect();
     let call_ids: Vec<&str> = touched.iter().map(|(_, call_id)| *call_id).collect();
-    transaction.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT \
-         hashtextextended(s || chr(31) || c, 0) AS k FROM unnest($1::text[], $2::text[]) AS t(s, c) \
-         ORDER BY k) AS keys",
-        &[&sources, &call_ids],
-    )?;
+    super::sequence::lock_calls(transaction, &sources, &call_ids)?;
     let mut events = load_call_events(transaction, &sources, &call_ids)?;
     let folded: Vec<CallRow> = touched
         .iter()
