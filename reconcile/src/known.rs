@@ -42,7 +42,7 @@ impl KnownCdrs {
     }
 
     /// Returns true when `source` has a `call.cdr` event of `call_id` (the subject of a call
-    /// event is its call id; the `events_subject` index serves the lookup).
+    /// event is its call id; the `events_key` index serves the lookup).
     pub fn has_cdr(&self, source: &str, call_id: &str) -> Result<bool, rusqlite::Error> {
         let mut statement = self.connection.prepare_cached(
             "SELECT 1 FROM events WHERE source_name = ?1 AND subject = ?2 AND type = 'call.cdr' LIMIT 1",

@@ -84,6 +84,34 @@ impl SinkEvent {
     }
 }
 
+/// How a stored event is looked up: its id within its source and subject.
+///
+/// The SQLite sink's dedupe is the unique index on these three (`events_key`), not on the id
+/// alone: a call's events sit together in it, so a batch writes about one of its pages per
+/// call rather than one per event at a random place (ids are hashes). For the same push the
+/// three are the same (the id hashes the source and the push's dedupe key, the subject is
+/// derived from the push). PostgreSQL keys on the id alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventKey<'a> {
+    /// `data.source_name`.
+    pub source_name: &'a str,
+    /// The CloudEvents `subject`.
+    pub subject: &'a str,
+    /// The CloudEvents `id`.
+    pub id: &'a str,
+}
+
+impl<'a> EventKey<'a> {
+    /// The key of `event`.
+    pub fn of(event: &'a CloudEvent) -> EventKey<'a> {
+        EventKey {
+            source_name: &event.data.source_name,
+            subject: &event.subject,
+            id: &event.id,
+        }
+    }
+}
+
 /// What one [`SinkBatch`] commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CommitOutcome {

@@ -38,7 +38,7 @@ pub mod projections;
 pub mod sequence;
 pub mod sqlite;
 
-pub use batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
+pub use batch::{CommitOutcome, EventKey, SinkBatch, SinkEvent, SinkItem};
 pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError, KafkaSinkSettings};
 pub use postgres::{PostgresSink, PostgresSinkConfig, PostgresSinkError, PostgresSinkSettings};
 pub use projections::{ProjectionSettings, ProjectionSinks, SinkError};

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
+use crate::batch::{CommitOutcome, EventKey, SinkBatch, SinkItem};
 use crate::calls_fold::{fold_call, CallRow, StoredCallEvent};
 use crate::metrics::SinkMetrics;
 use crate::postgres::{PostgresSink, PostgresSinkError, PostgresSinkSettings, SINK_REJECTED};
@@ -260,37 +260,21 @@ impl ProjectionSinks {
         Ok(())
     }
 
-    /// Returns whether any sink stores the event `id` (the first event of a push: whether
-    /// the push was stored, and so produced to Kafka before).
-    pub fn contains_event(&mut self, id: &str) -> Result<bool, SinkError> {
-        if let Some(sqlite) = &self.sqlite {
-            if sqlite.contains_event(id)? {
-                return Ok(true);
-            }
-        }
-        if let Some(postgres) = &mut self.postgres {
-            if postgres.contains_event(id)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Returns which of the event `ids` any sink stores (for the first events of a batch's
-    /// pushes: which pushes were stored, and so produced to Kafka, before).
-    pub fn stored_events(&mut self, ids: &[&str]) -> Result<HashSet<String>, SinkError> {
+    /// Returns which of the events `keys` any sink stores, by id (for the first events of a
+    /// batch's pushes: which pushes were stored, and so produced to Kafka, before).
+    pub fn stored_events(&mut self, keys: &[EventKey<'_>]) -> Result<HashSet<String>, SinkError> {
         let mut found = HashSet::new();
         if let Some(sqlite) = &self.sqlite {
-            for id in ids {
-                if sqlite.contains_event(id)? {
-                    found.insert((*id).to_owned());
+            for key in keys {
+                if sqlite.contains_event(*key)? {
+                    found.insert(key.id.to_owned());
                 }
             }
         }
         if let Some(postgres) = &mut self.postgres {
-            let missing: Vec<&str> = ids
+            let missing: Vec<&str> = keys
                 .iter()
-                .copied()
+                .map(|key| key.id)
                 .filter(|id| !found.contains(*id))
                 .collect();
             if !missing.is_empty() {

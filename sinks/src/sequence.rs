@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 
 use callhook_schemas::CloudEvent;
 
-use crate::batch::{SinkBatch, SinkItem};
+use crate::batch::{EventKey, SinkBatch, SinkItem};
 use crate::projections::{ProjectionSinks, SinkError};
 
 /// Returns the `(source_name, call_id)` an event is numbered under, or `None` for an event
@@ -116,12 +116,11 @@ impl ProjectionSinks {
     /// (see the module docs): a stored event's own, else the next of its call, in batch order;
     /// the events of a push whose first event is stored (a re-send) keep what is stored.
     pub fn assign_sequences(&mut self, batch: &mut SinkBatch) -> Result<(), SinkError> {
-        let ids: Vec<String> = call_events(batch).map(|event| event.id.clone()).collect();
-        if ids.is_empty() {
+        let keys: Vec<EventKey<'_>> = call_events(batch).map(EventKey::of).collect();
+        if keys.is_empty() {
             return Ok(());
         }
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let stored = self.stored_sequences(&id_refs)?;
+        let stored = self.stored_sequences(&keys)?;
         let mut calls: Vec<(String, String)> = call_events(batch)
             .filter(|event| !stored.contains_key(&event.id))
             .filter_map(|event| call_key(event).map(|(s, c)| (s.to_owned(), c.to_owned())))
@@ -166,13 +165,14 @@ impl ProjectionSinks {
     /// (PostgreSQL when it runs, else SQLite).
     pub fn stored_sequences(
         &mut self,
-        ids: &[&str],
+        keys: &[EventKey<'_>],
     ) -> Result<HashMap<String, Option<u64>>, SinkError> {
         if let Some(postgres) = self.postgres() {
-            return Ok(postgres.stored_sequences(ids)?);
+            let ids: Vec<&str> = keys.iter().map(|key| key.id).collect();
+            return Ok(postgres.stored_sequences(&ids)?);
         }
         match self.sqlite() {
-            Some(sqlite) => Ok(sqlite.stored_sequences(ids)?),
+            Some(sqlite) => Ok(sqlite.stored_sequences(keys)?),
             None => Ok(HashMap::new()),
         }
     }

@@ -65,8 +65,10 @@ fn test_same_push_twice_inserts_its_events_once_and_counts_a_duplicate() {
     );
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 3);
     assert_eq!(count(dir.path(), "SELECT events_count FROM calls"), 3);
-    assert!(sink.contains_event(&event_id(1)).unwrap());
-    assert!(!sink.contains_event(&event_id(99)).unwrap());
+    assert!(sink.contains_event(call_key("c1", &event_id(1))).unwrap());
+    assert!(!sink.contains_event(call_key("c1", &event_id(99))).unwrap());
+    // The same id under another subject is another event.
+    assert!(!sink.contains_event(call_key("c2", &event_id(1))).unwrap());
     assert!(metrics.duplicates_count() > duplicates_before);
 }
 
@@ -214,7 +216,7 @@ fn test_failed_commit_leaves_nothing_half_written() {
     );
     assert!(!error.is_retryable());
     assert_eq!(sink.stored_offsets(CONSUMER).unwrap(), vec![(0, 3)]);
-    assert!(!sink.contains_event(&event_id(50)).unwrap());
+    assert!(!sink.contains_event(call_key("c1", &event_id(50))).unwrap());
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 3);
     assert_eq!(count(dir.path(), "SELECT count(*) FROM dead_letters"), 0);
     assert_eq!(

@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | Live | calls whose `first_event_at` is in the last hours | `calls_first_event_at` |
 //! | Calls | newest first, keyset-paginated by `first_event_at`; by agent | `calls_first_event_at`, `calls_agent` |
-//! | Call | the row by key; its events | primary key, `events_subject` |
-//! | Agents | the status board; recent changes per agent | primary key, `events_subject` |
+//! | Call | the row by key; its events | primary key, `events_key` |
+//! | Agents | the status board; recent changes per agent | primary key, `events_agent` |
 
 use std::path::Path;
 
@@ -316,7 +316,8 @@ pub fn agent_changes(
 ) -> rusqlite::Result<Vec<TimelineEvent>> {
     let mut statement = connection.prepare_cached(
         "SELECT time, received_at, type, data FROM events \
-         WHERE source_name = ?1 AND subject = ?2 ORDER BY time DESC LIMIT 50",
+         WHERE source_name = ?1 AND subject = ?2 AND subject LIKE 'agent/%' \
+         ORDER BY time DESC LIMIT 50",
     )?;
     let subject = format!("agent/{agent_number}");
     let rows = statement

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use callhook_sinks::kafka::KafkaDeadLetter;
 use callhook_sinks::{
-    CommitOutcome, KafkaSink, KafkaSinkError, ProjectionSinks, SinkError, SinkItem,
+    CommitOutcome, EventKey, KafkaSink, KafkaSinkError, ProjectionSinks, SinkError, SinkItem,
 };
 use rdkafka::consumer::ConsumerGroupMetadata;
 
@@ -78,17 +78,17 @@ fn send_and_commit(
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     // Which pushes' first events a projection sink holds, looked up for the whole batch at
     // once (one statement for PostgreSQL, not a round trip per push).
-    let first_ids: Vec<&str> = batch
+    let first_keys: Vec<EventKey<'_>> = batch
         .pending
         .batch
         .items
         .iter()
         .filter_map(|item| match item {
-            SinkItem::Push { events, .. } => events.first().map(|first| first.event.id.as_str()),
+            SinkItem::Push { events, .. } => events.first().map(|first| EventKey::of(&first.event)),
             SinkItem::DeadLetter { .. } => None,
         })
         .collect();
-    let stored_first = sqlite.stored_events(&first_ids)?;
+    let stored_first = sqlite.stored_events(&first_keys)?;
     for consumed in &batch.records {
         let Some(index) = consumed.item else { continue };
         let position = consumed.stored.position;

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use callhook_rawlog::embedded::ReadRecord;
 use callhook_rawlog::kafka_codec;
 use callhook_rawlog::{Position, StoredRecord};
-use callhook_sinks::{KafkaSink, KafkaSinkError, KafkaSinkSettings, ProjectionSinks, SinkItem};
+use callhook_sinks::{
+    EventKey, KafkaSink, KafkaSinkError, KafkaSinkSettings, ProjectionSinks, SinkItem,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -322,9 +324,8 @@ fn with_stored_sequences(
     mut item: SinkItem,
 ) -> Result<SinkItem, KafkaReplayError> {
     if let SinkItem::Push { events, .. } = &mut item {
-        let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let stored = projections.stored_sequences(&ids)?;
+        let keys: Vec<EventKey<'_>> = events.iter().map(|e| EventKey::of(&e.event)).collect();
+        let stored = projections.stored_sequences(&keys)?;
         for sink_event in events.iter_mut() {
             let event = &mut sink_event.event;
             event.sequence = stored.get(&event.id).copied().flatten();

@@ -1,5 +1,6 @@
 //! Read-only lookups in the sink database (`callhook.db`), by primary key where possible.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ pub(crate) struct WindowDeadLetter {
 /// A read-only connection to the sink database.
 pub(crate) struct Database {
     connection: Connection,
+    /// Every stored event id, read once at the first [`Database::has_event`]: the sink indexes
+    /// events by `(source_name, subject, id)`, and the ledger knows only the ids.
+    ids: std::cell::OnceCell<HashSet<String>>,
 }
 
 impl Database {
@@ -47,16 +51,23 @@ impl Database {
         connection.busy_timeout(Duration::from_secs(5))?;
         // Fails here, not at the first lookup, when the file is not a callhook database.
         connection.query_row("SELECT count(*) FROM events WHERE 0", [], |_| Ok(()))?;
-        Ok(Database { connection })
+        Ok(Database {
+            connection,
+            ids: std::cell::OnceCell::new(),
+        })
     }
 
     /// Returns true when an event with this id is stored.
     pub(crate) fn has_event(&self, id: &str) -> rusqlite::Result<bool> {
-        self.connection
-            .prepare_cached("SELECT 1 FROM events WHERE id = ?1")?
-            .query_row(params![id], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
+        if let Some(ids) = self.ids.get() {
+            return Ok(ids.contains(id));
+        }
+        let ids = self
+            .connection
+            .prepare("SELECT id FROM events")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<HashSet<String>>>()?;
+        Ok(self.ids.get_or_init(|| ids).contains(id))
     }
 
     /// Returns the `calls` row of `(source, call_id)`.

@@ -20,8 +20,9 @@
 //! is checkpointed by the commit itself.
 //!
 //! Re-delivery is harmless: event ids are deterministic (source, dedupe key, ordinal) and
-//! `events.id` is unique, so a push whose first event is already stored is skipped (and
-//! counted) inside the transaction, and an event is never written twice. A consumer offset only moves forward: a batch carrying an offset
+//! `(source_name, subject, id)` is unique (`events_key`; the subject comes from the same push),
+//! so a push whose first event is already stored is skipped (and counted) inside the
+//! transaction, and an event is never written twice. A consumer offset only moves forward: a batch carrying an offset
 //! below the stored one leaves the stored one in place.
 //!
 //! The `calls` and `agents` projections are order-independent by construction: a `calls` row is

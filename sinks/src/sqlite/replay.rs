@@ -4,10 +4,12 @@
 //!
 //! The rebuilt database is attached to a connection on the live one as `rebuilt`. Both sides
 //! are compared over the same [`ReplayScope`]: the receive times the replay covered (the raw log
-//! may no longer hold older records) and its filters. Events are matched by id (ids are
-//! deterministic, so the same push re-derived has the same id): an id only the rebuilt side
+//! may no longer hold older records) and its filters. Events are matched by their key
+//! `(source_name, subject, id)` (the sink's dedupe key, [`crate::EventKey`]; ids are
+//! deterministic, so the same push re-derived has the same id): a key only the rebuilt side
 //! has is *added*, one only the live side has (in scope) is *removed*, one whose type, time,
-//! subject, source or data differ is *changed*. A `calls` row changes only if one of its
+//! source or data differ is *changed*. An event the new mapping gives another subject is
+//! removed under the old one and added under the new. A `calls` row changes only if one of its
 //! call's events does; its new value is the fold of the live events outside the scope plus
 //! the rebuilt ones, so a call that crosses the scope's edge is compared whole.
 //!
@@ -178,8 +180,7 @@ fn open_pair(live: &Path, rebuilt: &Path, write: bool) -> Result<Connection> {
 }
 
 /// The changed-content condition between `m` (live) and `r` (rebuilt) events.
-const CHANGED: &str =
-    "(m.type IS NOT r.type OR m.time IS NOT r.time OR m.subject IS NOT r.subject \
+const CHANGED: &str = "(m.type IS NOT r.type OR m.time IS NOT r.time \
      OR m.source IS NOT r.source OR m.data IS NOT r.data OR m.timesource IS NOT r.timesource)";
 
 /// Computes what replacing the live events in `scope` with the rebuilt ones would change.
@@ -204,14 +205,14 @@ pub fn diff(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ReplayDi
     };
     count(
         "SELECT r.type, r.source_name, count(*) FROM rebuilt.events r \
-         WHERE NOT EXISTS (SELECT 1 FROM main.events m WHERE m.id = r.id) GROUP BY 1, 2",
+         WHERE NOT EXISTS (SELECT 1 FROM main.events m WHERE m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id) GROUP BY 1, 2",
         &[],
         |entry| &mut entry.added,
     )?;
     count(
         &format!(
             "SELECT m.type, m.source_name, count(*) FROM main.events m WHERE 1{live_scope} \
-             AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.id = m.id) GROUP BY 1, 2"
+             AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.source_name = m.source_name AND r.subject = m.subject AND r.id = m.id) GROUP BY 1, 2"
         ),
         &live_values,
         |entry| &mut entry.removed,
@@ -219,7 +220,7 @@ pub fn diff(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ReplayDi
     count(
         &format!(
             "SELECT r.type, r.source_name, count(*) FROM rebuilt.events r \
-             JOIN main.events m ON m.id = r.id WHERE {CHANGED} GROUP BY 1, 2"
+             JOIN main.events m ON m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id WHERE {CHANGED} GROUP BY 1, 2"
         ),
         &[],
         |entry| &mut entry.changed,
@@ -227,7 +228,7 @@ pub fn diff(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ReplayDi
     diff.events = counts.into_values().collect();
     let mut versions = connection.prepare(
         "SELECT m.mapping_version, r.mapping_version, count(*) FROM rebuilt.events r \
-         JOIN main.events m ON m.id = r.id GROUP BY 1, 2 ORDER BY 1, 2",
+         JOIN main.events m ON m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id GROUP BY 1, 2 ORDER BY 1, 2",
     )?;
     diff.mapping_versions = versions
         .query_map([], |row| {
@@ -248,10 +249,10 @@ fn affected_calls(
     let (live_scope, live_values) = scope.conditions("m", true);
     let sql = format!(
         "SELECT r.source_name, r.call_id FROM rebuilt.events r \
-         LEFT JOIN main.events m ON m.id = r.id \
+         LEFT JOIN main.events m ON m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id \
          WHERE r.call_id IS NOT NULL AND (m.id IS NULL OR {CHANGED}) \
          UNION SELECT m.source_name, m.call_id FROM main.events m WHERE m.call_id IS NOT NULL{live_scope} \
-         AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.id = m.id)"
+         AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.source_name = m.source_name AND r.subject = m.subject AND r.id = m.id)"
     );
     let mut statement = connection.prepare(&sql)?;
     let calls = statement
@@ -508,13 +509,13 @@ pub fn apply(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ApplyOu
         "UPDATE main.events SET ({columns}) = (r.type, r.source, r.subject, r.time, r.timesource, \
          r.specversion, r.datacontenttype, r.dataschema, r.source_name, r.call_id, r.received_at, \
          r.data, r.mapping_version) FROM rebuilt.events r \
-         WHERE main.events.id = r.id AND r.seq > ?1 AND r.seq <= ?2 AND \
+         WHERE main.events.source_name = r.source_name AND main.events.subject = r.subject AND main.events.id = r.id AND r.seq > ?1 AND r.seq <= ?2 AND \
          (main.events.mapping_version IS NOT r.mapping_version OR {})",
         CHANGED.replace("m.", "main.events.")
     );
     let insert = format!(
         "INSERT INTO main.events (id, {columns}) SELECT r.id, {} FROM rebuilt.events r \
-         WHERE r.seq > ?1 AND r.seq <= ?2 AND NOT EXISTS (SELECT 1 FROM main.events m WHERE m.id = r.id)",
+         WHERE r.seq > ?1 AND r.seq <= ?2 AND NOT EXISTS (SELECT 1 FROM main.events m WHERE m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id)",
         columns
             .split(", ")
             .map(|column| format!("r.{column}"))
@@ -523,7 +524,7 @@ pub fn apply(live: &Path, rebuilt: &Path, scope: &ReplayScope) -> Result<ApplyOu
     );
     let delete = format!(
         "DELETE FROM main.events WHERE seq > ? AND seq <= ?{live_scope} \
-         AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.id = main.events.id)"
+         AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.source_name = main.events.source_name AND r.subject = main.events.subject AND r.id = main.events.id)"
     );
     let mut low = 0;
     while low < rebuilt_max.max(live_max) {
@@ -598,9 +599,9 @@ fn affected_agents(
     };
     let sql = format!(
         "SELECT r.source_name, json_extract(r.data, '$.agent.number') FROM rebuilt.events r \
-         LEFT JOIN main.events m ON m.id = r.id WHERE {} AND (m.id IS NULL OR {CHANGED}) \
+         LEFT JOIN main.events m ON m.source_name = r.source_name AND m.subject = r.subject AND m.id = r.id WHERE {} AND (m.id IS NULL OR {CHANGED}) \
          UNION SELECT m.source_name, json_extract(m.data, '$.agent.number') FROM main.events m \
-         WHERE {}{live_scope} AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.id = m.id)",
+         WHERE {}{live_scope} AND NOT EXISTS (SELECT 1 FROM rebuilt.events r WHERE r.source_name = m.source_name AND r.subject = m.subject AND r.id = m.id)",
         sets_status("r"),
         sets_status("m"),
     );

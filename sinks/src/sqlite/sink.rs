@@ -23,7 +23,7 @@ use super::dead_letters::{DeadLetterFilter, RedriveOutcome, StoredDeadLetter};
 use super::error::{Result, SqliteSinkError};
 use super::schema;
 use super::writes::{self, DeadLetterRow};
-use crate::batch::{CommitOutcome, SinkBatch, SinkEvent, SinkItem};
+use crate::batch::{CommitOutcome, EventKey, SinkBatch, SinkEvent, SinkItem};
 use crate::metrics::{BatchCommitted, SinkMetrics};
 use crate::sequence::Numbering;
 
@@ -94,8 +94,8 @@ impl SqliteSink {
     /// million-push rebuild wrote its indexes some 200 times over.) `commit_batch` then only
     /// writes; a failed batch leaves the fill unusable. The secondary indexes that the writes
     /// themselves do not read are dropped here and built at the end, each by one sort rather
-    /// than by an insert per row (`events_subject` stays: a call's fold is read through it,
-    /// and the unique indexes stay: they are the dedupe). `finish_bulk` builds them, commits
+    /// than by an insert per row (`events_key` stays: it is the dedupe, and a call's fold is
+    /// read through it). `finish_bulk` builds them, commits
     /// and makes the file an ordinary database (WAL) that a normalizer can take over.
     pub fn open_bulk(path: &Path) -> Result<SqliteSink> {
         Self::open_bulk_with_call_cache(path, BULK_CALL_CACHE_CALLS)
@@ -298,25 +298,16 @@ impl SqliteSink {
         writes::load_call_events(&self.connection, source, call_id)
     }
 
-    /// Returns the `sequence` of each of the event `ids` that is stored (`None` inside: stored
-    /// without one).
+    /// Returns the `sequence` of each of the events `keys` that is stored, by id (`None`
+    /// inside: stored without one).
     pub fn stored_sequences(
         &self,
-        ids: &[&str],
+        keys: &[EventKey<'_>],
     ) -> Result<std::collections::HashMap<String, Option<u64>>> {
         let mut found = std::collections::HashMap::new();
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT sequence FROM events WHERE id = ?1")?;
-        for id in ids {
-            let sequence: Option<Option<i64>> = rusqlite::OptionalExtension::optional(
-                statement.query_row(params![id], |row| row.get(0)),
-            )?;
-            if let Some(sequence) = sequence {
-                found.insert(
-                    (*id).to_owned(),
-                    sequence.and_then(|n| u64::try_from(n).ok()),
-                );
+        for key in keys {
+            if let Some(sequence) = writes::stored_sequence(&self.connection, *key)? {
+                found.insert(key.id.to_owned(), sequence);
             }
         }
         Ok(found)
@@ -327,10 +318,10 @@ impl SqliteSink {
         writes::max_sequence(&self.connection, source, call_id)
     }
 
-    /// Returns whether the event `id` is stored (the first event of a push: whether the push
+    /// Returns whether the event `key` is stored (the first event of a push: whether the push
     /// is).
-    pub fn contains_event(&self, id: &str) -> Result<bool> {
-        writes::event_exists(&self.connection, id)
+    pub fn contains_event(&self, key: EventKey<'_>) -> Result<bool> {
+        Ok(writes::stored_sequence(&self.connection, key)?.is_some())
     }
 }
 

@@ -14,7 +14,7 @@ use super::agents::AgentUpdate;
 use super::calls_fold::{CallRow, StoredCallEvent};
 use super::codec::{decode_event_type, decode_time, encode_time, to_sql_integer};
 use super::error::{Result, SqliteSinkError};
-use crate::batch::SinkEvent;
+use crate::batch::{EventKey, SinkEvent};
 
 /// Stores an event (its data as the mapping stage serialized it); returns false when an
 /// event with its id is already stored.
@@ -354,11 +354,19 @@ fn call_row_params(row: &CallRow) -> Result<Vec<rusqlite::types::Value>> {
     ])
 }
 
-/// Returns whether an event with this id is stored.
-pub(crate) fn event_exists(connection: &Connection, id: &str) -> Result<bool> {
-    let mut statement = connection.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
-    let found: Option<i64> = statement
-        .query_row(params![id], |row| row.get(0))
+/// Returns the stored `sequence` of the event `key` (`Some(None)`: stored without one), or
+/// `None` when it is not stored.
+pub(crate) fn stored_sequence(
+    connection: &Connection,
+    key: EventKey<'_>,
+) -> Result<Option<Option<u64>>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT sequence FROM events WHERE source_name = ?1 AND subject = ?2 AND id = ?3",
+    )?;
+    let found: Option<Option<i64>> = statement
+        .query_row(params![key.source_name, key.subject, key.id], |row| {
+            row.get(0)
+        })
         .optional()?;
-    Ok(found.is_some())
+    Ok(found.map(|sequence| sequence.and_then(|n| u64::try_from(n).ok())))
 }

@@ -52,6 +52,15 @@ pub fn event_id(n: u128) -> String {
     format!("{n:032x}")
 }
 
+/// Returns the lookup key of the event `id` of `call_id` from [`SOURCE`].
+pub fn call_key<'a>(call_id: &'a str, id: &'a str) -> callhook_sinks::EventKey<'a> {
+    callhook_sinks::EventKey {
+        source_name: SOURCE,
+        subject: call_id,
+        id,
+    }
+}
+
 /// Returns an event of `call_id` with empty data apart from the call id.
 pub fn call_event(
     id: String,
