@@ -163,34 +163,11 @@ DROP TABLE dedupe_keys;
 DROP INDEX events_time;
 ";
 
-/// Version 6, model v1.1: the `calls` columns of the conversation and leg, the queue segment,
-/// the abandon point, the disconnect reason and the IVR path (rules in `calls_fold.rs`), and
-/// the `conversations` view over them. Rows written before keep NULL there (and `[]` as the
-/// IVR path) until their call gets a new event or is replayed: their events were mapped
-/// without these fields.
-///
-/// `conversations` has one row per conversation: `conversation_id`, or the call id of a call
-/// that has none (so every call is in one), per source.
-/// - `legs`: its calls; `first_started_at`: the earliest `started_at` (else first event);
-///   `last_ended_at`: the latest `ended_at`, NULL while any leg has not ended;
-/// - `total_talk_seconds`: the sum of the legs' `talk_seconds`; `agents`: the distinct agent
-///   numbers, a sorted JSON array;
-/// - `answered`: 1 when any leg was answered;
-/// - the **final disposition** (`final_disposition`, `final_disconnect_reason`,
-///   `final_abandon_point`) is the last leg's: the leg that ended last (`ended_at`, else its
-///   last event), ties broken by the greater call id. It says how the conversation ended:
-///   answered and transferred, then abandoned on the second agent, ends `abandoned`.
-const MIGRATION_6: &str = "
-ALTER TABLE calls ADD COLUMN conversation_id TEXT;
-ALTER TABLE calls ADD COLUMN leg TEXT;
-ALTER TABLE calls ADD COLUMN queue_joined_at TEXT;
-ALTER TABLE calls ADD COLUMN queue_left_at TEXT;
-ALTER TABLE calls ADD COLUMN queue_seconds INTEGER;
-ALTER TABLE calls ADD COLUMN abandon_point TEXT;
-ALTER TABLE calls ADD COLUMN disconnect_reason TEXT;
-ALTER TABLE calls ADD COLUMN disconnect_reason_raw TEXT;
-ALTER TABLE calls ADD COLUMN ivr_path TEXT NOT NULL DEFAULT '[]';
-CREATE INDEX calls_conversation ON calls (source, coalesce(conversation_id, call_id));
+/// The `conversations` view (migration 6; migration 8 drops it while it rebuilds `calls`, and
+/// creates it again).
+macro_rules! conversations_view {
+    () => {
+        "
 CREATE VIEW conversations AS
 SELECT
     c.source,
@@ -217,7 +194,42 @@ JOIN calls last ON last.source = c.source AND last.call_id = (
     ORDER BY coalesce(l.ended_at, l.last_event_at) DESC, l.call_id DESC
     LIMIT 1)
 GROUP BY c.source, coalesce(c.conversation_id, c.call_id);
-";
+"
+    };
+}
+
+/// Version 6, model v1.1: the `calls` columns of the conversation and leg, the queue segment,
+/// the abandon point, the disconnect reason and the IVR path (rules in `calls_fold.rs`), and
+/// the `conversations` view over them. Rows written before keep NULL there (and `[]` as the
+/// IVR path) until their call gets a new event or is replayed: their events were mapped
+/// without these fields.
+///
+/// `conversations` has one row per conversation: `conversation_id`, or the call id of a call
+/// that has none (so every call is in one), per source.
+/// - `legs`: its calls; `first_started_at`: the earliest `started_at` (else first event);
+///   `last_ended_at`: the latest `ended_at`, NULL while any leg has not ended;
+/// - `total_talk_seconds`: the sum of the legs' `talk_seconds`; `agents`: the distinct agent
+///   numbers, a sorted JSON array;
+/// - `answered`: 1 when any leg was answered;
+/// - the **final disposition** (`final_disposition`, `final_disconnect_reason`,
+///   `final_abandon_point`) is the last leg's: the leg that ended last (`ended_at`, else its
+///   last event), ties broken by the greater call id. It says how the conversation ended:
+///   answered and transferred, then abandoned on the second agent, ends `abandoned`.
+const MIGRATION_6: &str = concat!(
+    "
+ALTER TABLE calls ADD COLUMN conversation_id TEXT;
+ALTER TABLE calls ADD COLUMN leg TEXT;
+ALTER TABLE calls ADD COLUMN queue_joined_at TEXT;
+ALTER TABLE calls ADD COLUMN queue_left_at TEXT;
+ALTER TABLE calls ADD COLUMN queue_seconds INTEGER;
+ALTER TABLE calls ADD COLUMN abandon_point TEXT;
+ALTER TABLE calls ADD COLUMN disconnect_reason TEXT;
+ALTER TABLE calls ADD COLUMN disconnect_reason_raw TEXT;
+ALTER TABLE calls ADD COLUMN ivr_path TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX calls_conversation ON calls (source, coalesce(conversation_id, call_id));
+",
+    conversations_view!()
+);
 
 /// Version 7 (model v1.1): `events.sequence`, each call event's place among its call's events
 /// in the order they were first stored (existing events numbered by `seq`, which is that
@@ -240,26 +252,35 @@ UPDATE calls SET status = CASE
 CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = 'in_progress';
 ";
 
-/// Version 8: one index on `(source_name, subject, id)`, unique (`events_key`), is the dedupe
-/// and a subject's events, instead of two: the unique id alone and `events_subject`
-/// (`source_name, subject, time`). Each took a page write at a random place per event (ids
-/// are hashes; a call's events arrive minutes apart, in different batches), the largest share
-/// of what a live batch wrote. Bench, one run, same machine: a 300,000-push drain ran at
-/// 25.1 k pushes/s with both and 37.0 k without the unique id.
+/// Version 8: `events` and `calls` rebuilt so that a live batch writes fewer pages at random
+/// places. Each commit writes every page its batch dirtied, and ids are hashes, call ids
+/// nearly so, and a call's events arrive minutes apart, in different batches.
 ///
-/// - The key is as unique as the id: the id hashes the source and the push's dedupe key, and
-///   the subject is derived from the same push. The same id under another subject (a mapping
-///   that changed the subject) is another event; `replay` matches on the key too.
-/// - A call's timeline (a few dozen events at most) is sorted after reading it through the
-///   key's prefix. An agent's (`agent/<number>`: months of status changes) keeps an index in
-///   time order, `events_agent`, partial to agent subjects; its query repeats the index's
-///   condition (`subject LIKE 'agent/%'`) so SQLite can use it.
+/// - **`events`**: one index on `(source_name, subject, id)`, unique (`events_key`), is the
+///   dedupe and a subject's events, instead of two that each took a random page per event:
+///   the unique id alone and `events_subject` (`source_name, subject, time`). The key is as
+///   unique as the id: the id hashes the source and the push's dedupe key, and the subject is
+///   derived from the same push. The same id under another subject (a mapping that changed
+///   the subject) is another event; `replay` matches on the key too. A call's timeline (a few
+///   dozen events at most) is sorted after reading it through the key's prefix; an agent's
+///   (`agent/<number>`: months of status changes) keeps an index in time order,
+///   `events_agent`, partial to agent subjects; its query repeats the index's condition
+///   (`subject LIKE 'agent/%'`) so SQLite can use it.
+/// - **`calls`** becomes a rowid table (it was `WITHOUT ROWID`, its rows in call-id order): a
+///   row now sits where it was inserted, so the calls in progress, the ones a batch updates,
+///   share the newest pages. The primary key is an index beside it, written once per call.
 ///
-/// SQLite cannot drop a column's `UNIQUE`, so `events` is rebuilt (the procedure of
-/// <https://sqlite.org/lang_altertable.html#otheralter>; no view or trigger reads `events`):
-/// instant on a new file, a copy of the table on an old one, once (as much free disk as
-/// `events` takes, for as long as the copy and the index builds).
-const MIGRATION_8: &str = "
+/// Bench (`normalizer-bench --phases drain`, alternating with the previous binary): 300,000
+/// pushes 25.1 k → 35.7 k pushes/s for `events` alone, then 33.0 k → 35.6 k for `calls`
+/// (another run); 1,000,000 pushes 27.3 k → 31.3 k for `calls`.
+///
+/// SQLite cannot drop a column's `UNIQUE` or a table's `WITHOUT ROWID`, so both tables are
+/// rebuilt (the procedure of <https://sqlite.org/lang_altertable.html#otheralter>; the
+/// `conversations` view reads `calls`, so it is dropped and created again). Instant on a new
+/// file; on an old one a copy of both tables, once: as much free disk as they take, for as
+/// long as the copy and the index builds.
+const MIGRATION_8: &str = concat!(
+    "
 CREATE TABLE events_v8 (
     seq             INTEGER PRIMARY KEY,
     id              TEXT NOT NULL,
@@ -288,7 +309,69 @@ ALTER TABLE events_v8 RENAME TO events;
 CREATE INDEX events_type_time ON events (type, time);
 CREATE UNIQUE INDEX events_key ON events (source_name, subject, id);
 CREATE INDEX events_agent ON events (source_name, subject, time) WHERE subject LIKE 'agent/%';
-";
+DROP VIEW conversations;
+CREATE TABLE calls_v8 (
+    source                TEXT NOT NULL,
+    call_id               TEXT NOT NULL,
+    vendor                TEXT NOT NULL,
+    direction             TEXT NOT NULL,
+    caller                TEXT,
+    caller_e164           TEXT,
+    callee                TEXT,
+    callee_e164           TEXT,
+    agent_number          TEXT,
+    agent_name            TEXT,
+    queue                 TEXT,
+    queue_name            TEXT,
+    parent_call_id        TEXT,
+    first_event_at        TEXT NOT NULL,
+    started_at            TEXT,
+    ringing_at            TEXT,
+    answered_at           TEXT,
+    ended_at              TEXT,
+    disposition           TEXT,
+    disposition_raw       TEXT,
+    talk_seconds          INTEGER,
+    recording_url         TEXT,
+    correlation           TEXT NOT NULL,
+    events_count          INTEGER NOT NULL,
+    last_event_type       TEXT NOT NULL,
+    last_event_at         TEXT NOT NULL,
+    revision              INTEGER NOT NULL DEFAULT 0,
+    conversation_id       TEXT,
+    leg                   TEXT,
+    queue_joined_at       TEXT,
+    queue_left_at         TEXT,
+    queue_seconds         INTEGER,
+    abandon_point         TEXT,
+    disconnect_reason     TEXT,
+    disconnect_reason_raw TEXT,
+    ivr_path              TEXT NOT NULL DEFAULT '[]',
+    status                TEXT NOT NULL DEFAULT 'in_progress',
+    PRIMARY KEY (source, call_id)
+);
+INSERT INTO calls_v8 (
+    source, call_id, vendor, direction, caller, caller_e164, callee, callee_e164,
+    agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, started_at, ringing_at,
+    answered_at, ended_at, disposition, disposition_raw, talk_seconds, recording_url, correlation, events_count,
+    last_event_type, last_event_at, revision, conversation_id, leg, queue_joined_at, queue_left_at, queue_seconds,
+    abandon_point, disconnect_reason, disconnect_reason_raw, ivr_path, status)
+SELECT
+    source, call_id, vendor, direction, caller, caller_e164, callee, callee_e164,
+    agent_number, agent_name, queue, queue_name, parent_call_id, first_event_at, started_at, ringing_at,
+    answered_at, ended_at, disposition, disposition_raw, talk_seconds, recording_url, correlation, events_count,
+    last_event_type, last_event_at, revision, conversation_id, leg, queue_joined_at, queue_left_at, queue_seconds,
+    abandon_point, disconnect_reason, disconnect_reason_raw, ivr_path, status
+FROM calls ORDER BY first_event_at;
+DROP TABLE calls;
+ALTER TABLE calls_v8 RENAME TO calls;
+CREATE INDEX calls_first_event_at ON calls (first_event_at);
+CREATE INDEX calls_agent ON calls (source, agent_number, first_event_at);
+CREATE INDEX calls_conversation ON calls (source, coalesce(conversation_id, call_id));
+CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = 'in_progress';
+",
+    conversations_view!()
+);
 
 /// Page cache bound of the sink's connection, in KiB (`PRAGMA cache_size` takes it negated).
 const SQLITE_CACHE_KIB: i64 = 8 * 1024;
@@ -549,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn test_migration_8_keeps_every_event_and_dedupes_on_the_event_key() {
+    fn test_migration_8_keeps_every_event_and_call_and_dedupes_on_the_event_key() {
         let mut connection = Connection::open_in_memory().unwrap();
         for (index, migration) in MIGRATIONS[..7].iter().enumerate() {
             connection.execute_batch(migration).unwrap();
@@ -568,6 +651,17 @@ mod tests {
         };
         insert(&connection, 7, "a", "c1").unwrap();
         insert(&connection, 9, "b", "c2").unwrap();
+        for (call, first, revision) in [("c2", "t2", 3), ("c1", "t1", 5)] {
+            connection
+                .execute(
+                    "INSERT INTO calls (source, call_id, vendor, direction, first_event_at, \
+                     correlation, events_count, last_event_type, last_event_at, revision, \
+                     conversation_id, status) VALUES ('src', ?1, '7moor', 'inbound', ?2, '{}', 1, \
+                     'call.cdr', ?2, ?3, 'conv', 'final')",
+                    rusqlite::params![call, first, revision],
+                )
+                .unwrap();
+        }
         // Before: the id alone is unique.
         assert_eq!(insert(&connection, 10, "a", "c2").unwrap(), 0);
         assert_eq!(migrate(&mut connection).unwrap(), 7);
@@ -615,6 +709,50 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(indexes, ["events_agent", "events_key", "events_type_time"]);
+        // `calls` keeps its rows, now in a rowid table in `first_event_at` order, and the
+        // view over it works again.
+        let calls: Vec<(i64, String, i64, String)> = connection
+            .prepare("SELECT rowid, call_id, revision, status FROM calls ORDER BY rowid")
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = [(1, "c1", 5, "final"), (2, "c2", 3, "final")];
+        let expected: Vec<(i64, String, i64, String)> = expected
+            .iter()
+            .map(|(rowid, call, revision, status)| {
+                (*rowid, (*call).to_owned(), *revision, (*status).to_owned())
+            })
+            .collect();
+        assert_eq!(calls, expected);
+        let legs: i64 = connection
+            .query_row(
+                "SELECT legs FROM conversations WHERE conversation_id = 'conv'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(legs, 2);
+        let indexes: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'calls' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "calls_agent",
+                "calls_conversation",
+                "calls_first_event_at",
+                "calls_in_progress",
+                "sqlite_autoindex_calls_1"
+            ]
+        );
     }
 
     #[test]
