@@ -88,8 +88,9 @@ struct Args {
     #[arg(long)]
     fixtures: Option<PathBuf>,
     /// What the raw log is filled with: `realistic` (simulated call flows, mostly unique 7moor
-    /// v7 calls of ring, link, hangup and cdr, the other dialects mixed in) or `fixtures` (the
-    /// golden fixtures in rounds with unique ids).
+    /// v7 calls of ring, link, hangup and cdr, the other dialects mixed in, each call's pushes
+    /// together), `interleaved` (the same flows overlapping in time as calls do, pushes in
+    /// receive-time order) or `fixtures` (the golden fixtures in rounds with unique ids).
     #[arg(long, default_value = "realistic")]
     workload: String,
     /// The phases to run after the pre-fill, comma-separated: `mapping` (mapping alone, no
@@ -123,8 +124,11 @@ fn main() -> anyhow::Result<()> {
     let log = Arc::new(open_log(&dir)?);
     let prefill_started = Instant::now();
     let (sources, fixtures) = match args.workload.as_str() {
-        "realistic" => {
-            let mut workload = Workload::realistic(7);
+        "realistic" | "interleaved" => {
+            let mut workload = match args.workload.as_str() {
+                "realistic" => Workload::realistic(7),
+                _ => Workload::interleaved(7),
+            };
             prefill(&log, args.pushes, |_| workload.next_record())?;
             (Workload::sources(), json!(null))
         }
@@ -140,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             });
             (mix.sources.clone(), summary)
         }
-        other => anyhow::bail!("--workload `{other}`: `realistic` or `fixtures`"),
+        other => anyhow::bail!("--workload `{other}`: `realistic`, `interleaved` or `fixtures`"),
     };
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let memory_before_drain = own_memory();
