@@ -292,6 +292,37 @@ mod tests {
         assert_eq!(drafts[0].data.account.as_deref(), Some("68:69:2e:03:8b:3e"));
     }
 
+    #[test]
+    fn test_queue_seconds_past_what_a_time_holds_leave_the_segment_unknown() {
+        // Found by fuzzing (map_coocenter): a 21-digit `ivrTime` made chrono panic.
+        let cdr = |ivr: &str, queue: &str| {
+            format!(
+                r#"{{"event":"cc_cdr","uuid":"1718873400.122","caller":"13912345678",
+                "called":"4008001234","queueCode":"630","callType":"incoming",
+                "cdrState":"queue","startTime":"2024-06-20 16:50:00",
+                "endTime":"2024-06-20 16:50:40","duration":"40","queueTime":"{queue}",
+                "ivrTime":"{ivr}","mac":"68:69:2e:03:8b:3e"}}"#
+            )
+        };
+        for ivr in [
+            "001111111111111111110",
+            "9223372036854775807",
+            "99999999999999",
+        ] {
+            let (_, drafts) = run(&cdr(ivr, "30"), "2024-06-20T08:51:00Z").unwrap();
+            assert!(drafts[0].data.queue_joined_at.is_none(), "{ivr}");
+        }
+        for queue in ["9223372036854775807", "99999999999999"] {
+            let (_, drafts) = run(&cdr("10", queue), "2024-06-20T08:51:00Z").unwrap();
+            let joined = drafts[0].data.queue_joined_at;
+            assert_eq!(joined, Some(at("2024-06-20T08:50:10Z")), "{queue}");
+        }
+        let (_, drafts) = run(&cdr("10", "30"), "2024-06-20T08:51:00Z").unwrap();
+        let data = &drafts[0].data;
+        assert_eq!(data.queue_joined_at, Some(at("2024-06-20T08:50:10Z")));
+        assert_eq!(data.queue_left_at, Some(at("2024-06-20T08:50:40Z")));
+    }
+
     fn scalar() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),

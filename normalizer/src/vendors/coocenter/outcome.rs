@@ -8,7 +8,7 @@
 
 use callhook_schemas::DisconnectReasonValue as Reason;
 use callhook_schemas::{AbandonPoint, CallEventData, Direction, DisconnectReason, Leg};
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::fields::Fields;
 use crate::vendors::journey::{complete_queue_segment, from_hangup_side, reason, take_ivr_step};
@@ -78,12 +78,21 @@ fn cc_queue_segment(fields: &Fields, data: &mut CallEventData) {
     let Some(ivr_seconds) = ivr_seconds else {
         return;
     };
-    let joined = started + TimeDelta::seconds(ivr_seconds);
+    // Seconds past what a time can hold (a hostile `ivrTime` of 21 digits, found by fuzzing)
+    // leave the segment unknown instead of panicking in chrono.
+    let Some(joined) = plus_seconds(started, ivr_seconds) else {
+        return;
+    };
     data.queue_joined_at = Some(joined);
     data.queue_left_at = i64::try_from(waited)
         .ok()
-        .map(|waited| joined + TimeDelta::seconds(waited));
+        .and_then(|waited| plus_seconds(joined, waited));
     complete_queue_segment(data);
+}
+
+/// `time` plus `seconds`, or `None` past the range of `TimeDelta` or of `DateTime`.
+fn plus_seconds(time: DateTime<Utc>, seconds: i64) -> Option<DateTime<Utc>> {
+    time.checked_add_signed(TimeDelta::try_seconds(seconds)?)
 }
 
 /// Forwarded (`forwardNumber` / `fwType`) → `transfer`; else why the call was lost
