@@ -271,8 +271,8 @@ CREATE INDEX calls_in_progress ON calls (source, last_event_at) WHERE status = '
 ///   share the newest pages. The primary key is an index beside it, written once per call.
 ///
 /// Bench (`normalizer-bench --phases drain`, alternating with the previous binary): 300,000
-/// pushes 25.1 k → 35.7 k pushes/s for `events` alone, then 33.0 k → 35.6 k for `calls`
-/// (another run); 1,000,000 pushes 27.3 k → 31.3 k for `calls`.
+/// pushes 27.6 / 29.3 k → 35.7 / 35.7 k pushes/s for `events` alone, then 33.0 / 31.3 k →
+/// 35.4 / 35.8 k for `calls` (later runs); 1,000,000 pushes 27.3 k → 31.3 k for `calls`.
 ///
 /// SQLite cannot drop a column's `UNIQUE` or a table's `WITHOUT ROWID`, so both tables are
 /// rebuilt (the procedure of <https://sqlite.org/lang_altertable.html#otheralter>; the
