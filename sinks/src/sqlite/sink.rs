@@ -43,7 +43,7 @@ pub struct SqliteSink {
     /// The `CREATE INDEX` statements of the indexes a bulk fill builds at its end.
     deferred_indexes: Vec<String>,
     /// The thread that checkpoints the WAL (not in a bulk fill, which has none).
-    _checkpointer: Option<Checkpointer>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteSink {
@@ -82,7 +82,7 @@ impl SqliteSink {
             calls: CallCache::new(settings.call_cache_calls),
             bulk: false,
             deferred_indexes: Vec::new(),
-            _checkpointer: Some(checkpointer),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -124,7 +124,7 @@ impl SqliteSink {
             calls: CallCache::for_bulk_fill(call_cache_calls),
             bulk: true,
             deferred_indexes,
-            _checkpointer: None,
+            checkpointer: None,
         })
     }
 
@@ -176,6 +176,9 @@ impl SqliteSink {
             self.calls.keep(kept);
             tally
         } else {
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.pause_point();
+            }
             let transaction = self
                 .connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
