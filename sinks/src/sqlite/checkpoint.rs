@@ -63,7 +63,7 @@ struct State {
     requested: bool,
     /// The thread left frames in the WAL that the database file lacks: the next commit past
     /// the bound copies them.
-    finished: bool,
+    left_over: bool,
     /// The thread asks the committing thread to pause before its next batch.
     pause_wanted: bool,
     /// The committing thread is paused (it waits until `pause_wanted` is cleared).
@@ -89,7 +89,7 @@ impl Shared {
     /// last call (the caller then finishes the job: see [`Checkpointer`]).
     fn request(&self) -> bool {
         let mut state = self.lock();
-        if std::mem::take(&mut state.finished) {
+        if std::mem::take(&mut state.left_over) {
             return true;
         }
         if !state.requested {
@@ -195,9 +195,7 @@ impl Checkpointer {
             thread: Some(thread),
         })
     }
-}
 
-impl Checkpointer {
     /// Called by the committing thread before each batch: pauses while the thread runs the
     /// last round of a checkpoint, so that round copies the whole WAL and the next commit
     /// starts it over.
@@ -259,7 +257,7 @@ fn run(connection: &Connection, files: &Files, shared: &Shared) {
                 // about is copied.
                 state.requested = false;
             } else {
-                state.finished = true;
+                state.left_over = true;
             }
         }
         let state = shared.lock();
