@@ -18,15 +18,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// The dialect weights of the realistic workload.
 pub const REALISTIC_MIX: &str = "7moor=70,7moor-v2=10,coocenter=10,uincall=10";
 
-/// How far apart flows start on the vendor clock.
-const FLOW_INTERVAL: Duration = Duration::from_millis(50);
-
 /// Yields raw records of simulated flows, in flow order, with a receive time a little after
 /// each push's vendor time.
 pub struct Workload {
     generator: Generator,
-    /// When flow 0 starts on the vendor clock; flow `n` starts [`FLOW_INTERVAL`] × `n` later.
-    epoch: DateTime<Utc>,
     next_flow: u64,
     pending: VecDeque<(String, RawRecord)>,
     produced: u64,
@@ -52,12 +47,11 @@ impl Workload {
         let generator = Generator::new(GeneratorConfig {
             seed,
             epoch,
-            flow_interval: FLOW_INTERVAL,
+            flow_interval: Duration::from_millis(50),
             mix: VendorMix::parse(mix)?,
         });
         Ok(Workload {
             generator,
-            epoch,
             next_flow: 0,
             pending: VecDeque::new(),
             produced: 0,
@@ -155,9 +149,7 @@ impl Workload {
                     return record;
                 }
             }
-            let flow_interval = TimeDelta::from_std(FLOW_INTERVAL).unwrap_or_default();
-            let start =
-                self.epoch + flow_interval * i32::try_from(self.next_flow).unwrap_or(i32::MAX);
+            let start = self.generator.flow_start(self.next_flow);
             self.generate_flow();
             let arrivals = self.arrivals.as_mut().expect("an interleaved workload");
             for next in self.pending.drain(..) {

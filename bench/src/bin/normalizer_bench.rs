@@ -125,9 +125,10 @@ fn main() -> anyhow::Result<()> {
     let prefill_started = Instant::now();
     let (sources, fixtures) = match args.workload.as_str() {
         "realistic" | "interleaved" => {
-            let mut workload = match args.workload.as_str() {
-                "realistic" => Workload::realistic(7),
-                _ => Workload::interleaved(7),
+            let mut workload = if args.workload == "realistic" {
+                Workload::realistic(7)
+            } else {
+                Workload::interleaved(7)
             };
             prefill(&log, args.pushes, |_| workload.next_record())?;
             (Workload::sources(), json!(null))

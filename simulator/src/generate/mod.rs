@@ -161,9 +161,14 @@ impl Generator {
         self.build(index, dialect, scenario, flow_rng(self.config.seed, index))
     }
 
-    fn build(&self, index: u64, dialect: SimDialect, scenario: Scenario, rng: StdRng) -> Flow {
+    /// When flow `index` starts on the vendor clock: its pushes come at or after it.
+    pub fn flow_start(&self, index: u64) -> DateTime<Utc> {
         let offset = self.config.flow_interval.as_secs_f64() * index as f64;
-        let start = self.config.epoch + TimeDelta::milliseconds((offset * 1000.0) as i64);
+        self.config.epoch + TimeDelta::milliseconds((offset * 1000.0) as i64)
+    }
+
+    fn build(&self, index: u64, dialect: SimDialect, scenario: Scenario, rng: StdRng) -> Flow {
+        let start = self.flow_start(index);
         let mut ctx = FlowCtx {
             rng,
             index,
