@@ -16,7 +16,9 @@
 //! Order independence: the upsert replaces a stored row only when the new event's
 //! `(time, id)` is greater than the stored `(status_at, event_id)` (a SQL row-value comparison
 //! on fixed-width time text). The stored row is therefore always the status of the greatest
-//! `(time, id)` among the agent's status events, the same in every arrival order.
+//! `(time, id)` among the agent's status events, the same in every arrival order. The SQLite
+//! sink first keeps each agent's greatest `(time, id)` of a batch and upserts that one only:
+//! no other status event of the batch could have won.
 
 use callhook_schemas::{AgentState, CloudEvent, EventType};
 use chrono::{DateTime, Utc};

@@ -234,7 +234,7 @@ fn test_failed_commit_leaves_nothing_half_written() {
 }
 
 #[test]
-fn test_agents_row_keeps_the_newest_status_in_every_order() {
+fn test_agents_row_keeps_the_newest_status_in_every_order_and_batching() {
     let dir = scratch_dir();
     let mut sink = open_sink(dir.path());
     let status = |value, code: &str| {
@@ -269,10 +269,19 @@ fn test_agents_row_keeps_the_newest_status_in_every_order() {
         events[2].data.agent_status = status(AgentState::Ringing, "3");
         events[3].data.agent_status = status(AgentState::WrapUp, "5");
         events[3].data.agent.as_mut().unwrap().name = Some("Wang".to_owned());
-        for slot in order {
-            let key = events[slot].id.clone();
-            sink.commit_batch(&batch(vec![push(&key, vec![events[slot].clone()])], vec![]))
-                .unwrap();
+        // One push per event; the batches split them three ways, so the sink's per-batch
+        // choice of each agent's newest status meets every order too.
+        let pushes: Vec<_> = order
+            .iter()
+            .map(|&slot| push(&events[slot].id, vec![events[slot].clone()]))
+            .collect();
+        let batch_size = match perm_index % 3 {
+            0 => 1,
+            1 => 2,
+            _ => pushes.len(),
+        };
+        for items in pushes.chunks(batch_size) {
+            sink.commit_batch(&batch(items.to_vec(), vec![])).unwrap();
         }
         let stored = rows(
             dir.path(),

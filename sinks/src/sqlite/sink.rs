@@ -1,6 +1,7 @@
 //! [`SqliteSink`]: commits [`SinkBatch`]es to the database, exactly once (see the module docs
 //! of [`super`] for the guarantee and how it is kept).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,7 +10,7 @@ use callhook_schemas::EventType;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::agents::agent_update;
+use super::agents::{agent_update, AgentUpdate};
 use super::calls::{CallCache, TouchedCalls};
 use super::checkpoint::Checkpointer;
 use super::codec::{encode_time, from_sql_integer};
@@ -251,6 +252,7 @@ impl SqliteSink {
                 }
             }
         }
+        write_agents(&transaction, &mut tally)?;
         let kept = self
             .calls
             .write_rows(&transaction, &tally.touched_calls, &tally.numbering)?;
@@ -338,6 +340,9 @@ struct BatchTally<'a> {
     touched_calls: TouchedCalls<'a>,
     /// The per-call `sequence` numbers handed out so far ([`crate::sequence`]).
     numbering: Numbering,
+    /// The newest status of each agent among the batch's new events, by `(source, agent
+    /// number)`: [`write_agents`] stores each once, guarded as every upsert is.
+    agents: BTreeMap<(&'a str, &'a str), AgentUpdate<'a>>,
 }
 
 /// Folds kept for the call cache once their batch is committed.
@@ -356,10 +361,24 @@ fn write_batch<'a>(
         write_item(connection, calls, &mut tally, item)?;
     }
     crate::failpoints::crash_at("sink::mid_transaction");
+    write_agents(connection, &mut tally)?;
     let kept = calls.write_rows(connection, &tally.touched_calls, &tally.numbering)?;
     tally.outcome.calls_touched = tally.touched_calls.len() as u64;
     writes::store_offsets(connection, &batch.consumer, &batch.offsets)?;
     Ok((tally, kept))
+}
+
+/// Stores the newest status of each agent the batch's events carry one for (see
+/// [`BatchTally::agents`]). Only the greatest `(time, id)` of a batch can win against the
+/// stored row, so one guarded upsert per agent leaves the row that one upsert per event
+/// would (an agent with 30 status events in a batch costs one statement, not 30).
+fn write_agents(connection: &Connection, tally: &mut BatchTally<'_>) -> Result<()> {
+    for update in std::mem::take(&mut tally.agents).values() {
+        if writes::upsert_agent(connection, update)? {
+            tally.outcome.agents_updated += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Writes one item of a batch.
@@ -435,8 +454,16 @@ fn write_push<'a>(
         tally.outcome.events_inserted += 1;
         tally.events_by_type[event.event_type as usize] += 1;
         if let Some(update) = agent_update(event) {
-            if writes::upsert_agent(connection, &update)? {
-                tally.outcome.agents_updated += 1;
+            match tally.agents.entry((update.source, update.agent_number)) {
+                Entry::Vacant(entry) => {
+                    entry.insert(update);
+                }
+                Entry::Occupied(mut entry) => {
+                    let newest = entry.get();
+                    if (update.status_at, update.event_id) > (newest.status_at, newest.event_id) {
+                        entry.insert(update);
+                    }
+                }
             }
         }
         let call_id = event
