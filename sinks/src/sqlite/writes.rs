@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use callhook_schemas::TimeSource;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 
 use super::agents::AgentUpdate;
 use super::calls_fold::{CallRow, StoredCallEvent};
@@ -16,10 +16,18 @@ use super::codec::{decode_event_type, decode_time, encode_time, to_sql_integer};
 use super::error::{Result, SqliteSinkError};
 use crate::batch::{EventKey, SinkEvent};
 
-/// Stores an event (its data as the mapping stage serialized it); returns false when an
-/// event with its id is already stored.
+/// Inserts one event, unless its key is stored (see [`insert_event`]).
+pub(crate) const INSERT_EVENT_SQL: &str =
+    "INSERT OR IGNORE INTO events (id, type, source, subject, time, timesource, specversion, \
+     datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version, \
+     sequence) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Stores an event (its data as the mapping stage serialized it) with `statement`, prepared
+/// from [`INSERT_EVENT_SQL`] once per batch; returns false when an event with its id is
+/// already stored.
 pub(crate) fn insert_event(
-    connection: &Connection,
+    statement: &mut Statement<'_>,
     sink_event: &SinkEvent,
     received_at: &DateTime<Utc>,
     sequence: Option<u64>,
@@ -30,12 +38,6 @@ pub(crate) fn insert_event(
         TimeSource::Vendor => "vendor",
         TimeSource::Received => "received",
     };
-    let mut statement = connection.prepare_cached(
-        "INSERT OR IGNORE INTO events (id, type, source, subject, time, timesource, specversion, \
-         datacontenttype, dataschema, source_name, call_id, received_at, data, mapping_version, \
-         sequence) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
     let inserted = statement.execute(params![
         event.id,
         event.event_type.as_str(),
