@@ -116,7 +116,7 @@ fn parse_body(
 ) -> Result<(Map<String, Value>, BodyFormat)> {
     let text = match charset {
         Some(encoding) => encoding.decode_without_bom_handling(body).0,
-        None => String::from_utf8_lossy(body),
+        None => utf8_lossy(body),
     };
     let trimmed = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if trimmed.is_empty() {
@@ -326,16 +326,25 @@ fn decode_component(raw: &[u8], text: FormText) -> String {
     };
     let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(&spaced).into();
     let charset = match text {
-        FormText::Body(Some(encoding)) => Some(encoding),
-        FormText::Query(charset) if std::str::from_utf8(&decoded).is_err() => charset,
-        FormText::Body(None) | FormText::Query(_) => None,
+        FormText::Body(charset) => charset,
+        FormText::Query(charset) => charset.filter(|_| std::str::from_utf8(&decoded).is_err()),
     };
     match charset {
         Some(encoding) => encoding
             .decode_without_bom_handling(&decoded)
             .0
             .into_owned(),
-        None => repair_latin1_mojibake(String::from_utf8_lossy(&decoded).into_owned()),
+        None => repair_latin1_mojibake(utf8_lossy(&decoded).into_owned()),
+    }
+}
+
+/// `String::from_utf8_lossy`, with the check of valid text (nearly every push) done by
+/// `str::from_utf8`, which reads ASCII a word at a time; the lossy walk went byte by byte and
+/// was 4 % of the 7moor mapping.
+fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
