@@ -193,10 +193,17 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 
 /// A key's first eight bytes, zero-padded, as a big-endian word.
 fn key_prefix(key: &str) -> u64 {
-    let mut prefix = [0u8; 8];
-    let take = key.len().min(8);
-    prefix[..take].copy_from_slice(&key.as_bytes()[..take]);
-    u64::from_be_bytes(prefix)
+    let bytes = key.as_bytes();
+    if bytes.len() >= 8 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[..8]);
+        return u64::from_be_bytes(word);
+    }
+    // Built in registers, not copied into a buffer read back as a word (a store-forwarding
+    // stall on every key).
+    bytes.iter().enumerate().fold(0, |word, (at, &byte)| {
+        word | u64::from(byte) << (56 - 8 * at)
+    })
 }
 
 /// Writes a string exactly as serde_json's compact form does: the common text that needs no
@@ -276,6 +283,9 @@ mod tests {
             "abcdefgg",
             "abcdefghi",
             "abcdefgh\u{0}",
+            "abcdefg",
+            "abcdefgz",
+            "abcdef\u{7f}",
             "张",
             "Z",
             "",
