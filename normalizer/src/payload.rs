@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 
 use encoding_rs::Encoding;
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::error::{MapError, Result};
@@ -71,13 +72,15 @@ pub fn parse_payload(push: &RawPush<'_>, ctx: &SourceContext) -> Result<Payload>
                 continue;
             }
             from_query = true;
-            match fields.get(&name) {
-                None => {
-                    fields.insert(name, value);
+            // One hash of the name per parameter (`get` then `insert` took two).
+            match fields.entry(name) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(value);
                 }
-                Some(existing) if *existing == value => {}
-                Some(_) => {
-                    fields.insert(format!("query.{name}"), value);
+                Entry::Occupied(existing) if *existing.get() == value => {}
+                Entry::Occupied(existing) => {
+                    let renamed = format!("query.{}", existing.key());
+                    fields.insert(renamed, value);
                 }
             }
         }
