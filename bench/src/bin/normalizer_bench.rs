@@ -2,8 +2,8 @@
 //! raw log — also the time to rebuild the database from the log — and the memory of the
 //! dedupe cache at a given number of keys. Prints one JSON object on stdout.
 //!
-//! 1. Dedupe cache: allocated bytes (counted per thread by this binary's global allocator) and RSS growth
-//!    of a [`DedupeCache`] holding `--dedupe-keys` keys, measured first, alone.
+//! 1. Dedupe cache: allocated bytes (counted per thread by this binary's global allocator)
+//!    and RSS growth of a [`DedupeCache`] holding `--dedupe-keys` keys, measured first, alone.
 //! 2. Pre-fill: `--pushes` records appended to a fresh [`EmbeddedLog`] through its ordinary
 //!    append path (group commit, fsync): by default realistic simulated call flows
 //!    ([`Workload`]), or the golden fixtures in rounds with unique ids ([`VendorMix`]).
