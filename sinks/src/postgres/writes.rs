@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Transaction};
 
 use super::error::{PostgresSinkError, Result};
-use crate::agents::{agent_update, AgentUpdate};
+use crate::agents::{agent_update, AgentUpdate, NewestStatuses};
 use crate::batch::{CommitOutcome, SinkBatch, SinkItem};
 use crate::calls_fold::{fold_call, CallRow, StoredCallEvent};
 
@@ -270,23 +270,14 @@ fn write_agents(
 ) -> Result<()> {
     // One row per agent (an upsert may not touch a row twice): the greatest (time, id), which
     // is also what the row would end up as if they were applied one by one.
-    let mut newest: BTreeMap<(&str, &str), AgentUpdate<'_>> = BTreeMap::new();
-    for new in new_events {
-        let Some(update) = agent_update(new.event) else {
-            continue;
-        };
-        let key = (update.source, update.agent_number);
-        let newer = newest.get(&key).is_none_or(|kept| {
-            (update.status_at, update.event_id) > (kept.status_at, kept.event_id)
-        });
-        if newer {
-            newest.insert(key, update);
-        }
+    let mut newest = NewestStatuses::default();
+    for update in new_events.iter().filter_map(|new| agent_update(new.event)) {
+        newest.keep(update);
     }
     if newest.is_empty() {
         return Ok(());
     }
-    let updates: Vec<&AgentUpdate<'_>> = newest.values().collect();
+    let updates: Vec<&AgentUpdate<'_>> = newest.updates().collect();
     let sources: Vec<&str> = updates.iter().map(|u| u.source).collect();
     let numbers: Vec<&str> = updates.iter().map(|u| u.agent_number).collect();
     let statuses: Vec<&str> = updates.iter().map(|u| u.status.as_str()).collect();

@@ -1,7 +1,6 @@
 //! [`SqliteSink`]: commits [`SinkBatch`]es to the database, exactly once (see the module docs
 //! of [`super`] for the guarantee and how it is kept).
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +9,7 @@ use callhook_schemas::EventType;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 
-use super::agents::{agent_update, AgentUpdate};
+use super::agents::{agent_update, NewestStatuses};
 use super::calls::{CallCache, TouchedCalls};
 use super::checkpoint::Checkpointer;
 use super::codec::{encode_time, from_sql_integer};
@@ -342,9 +341,9 @@ struct BatchTally<'a> {
     touched_calls: TouchedCalls<'a>,
     /// The per-call `sequence` numbers handed out so far ([`crate::sequence`]).
     numbering: Numbering,
-    /// The newest status of each agent among the batch's new events, by `(source, agent
-    /// number)`: [`write_agents`] stores each once, guarded as every upsert is.
-    agents: BTreeMap<(&'a str, &'a str), AgentUpdate<'a>>,
+    /// The newest status of each agent among the batch's new events: [`write_agents`] stores
+    /// each once, guarded as every upsert is.
+    agents: NewestStatuses<'a>,
 }
 
 /// Folds kept for the call cache once their batch is committed.
@@ -373,11 +372,9 @@ fn write_batch<'a>(
 }
 
 /// Stores the newest status of each agent the batch's events carry one for (see
-/// [`BatchTally::agents`]). Only the greatest `(time, id)` of a batch can win against the
-/// stored row, so one guarded upsert per agent leaves the row that one upsert per event
-/// would (an agent with 30 status events in a batch costs one statement, not 30).
+/// [`NewestStatuses`]).
 fn write_agents(connection: &Connection, tally: &mut BatchTally<'_>) -> Result<()> {
-    for update in std::mem::take(&mut tally.agents).values() {
+    for update in std::mem::take(&mut tally.agents).updates() {
         if writes::upsert_agent(connection, update)? {
             tally.outcome.agents_updated += 1;
         }
@@ -475,17 +472,7 @@ fn write_push<'a>(
         tally.outcome.events_inserted += 1;
         tally.events_by_type[event.event_type as usize] += 1;
         if let Some(update) = agent_update(event) {
-            match tally.agents.entry((update.source, update.agent_number)) {
-                Entry::Vacant(entry) => {
-                    entry.insert(update);
-                }
-                Entry::Occupied(mut entry) => {
-                    let newest = entry.get();
-                    if (update.status_at, update.event_id) > (newest.status_at, newest.event_id) {
-                        entry.insert(update);
-                    }
-                }
-            }
+            tally.agents.keep(update);
         }
         let call_id = event
             .data
