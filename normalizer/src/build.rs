@@ -193,17 +193,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 
 /// A key's first eight bytes, zero-padded, as a big-endian word.
 fn key_prefix(key: &str) -> u64 {
-    let bytes = key.as_bytes();
-    if bytes.len() >= 8 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[..8]);
-        return u64::from_be_bytes(word);
-    }
-    // Built in registers, not copied into a buffer read back as a word (a store-forwarding
-    // stall on every key).
-    bytes.iter().enumerate().fold(0, |word, (at, &byte)| {
-        word | u64::from(byte) << (56 - 8 * at)
-    })
+    crate::fields::leading_word_le(key.as_bytes()).swap_bytes()
 }
 
 /// Writes a string exactly as serde_json's compact form does: the common text that needs no

@@ -300,8 +300,8 @@ fn key_tag(key: &str) -> u64 {
 
 /// A key's first eight bytes (zero-padded) as a little-endian word, built in registers: a
 /// `memcpy` into a stack buffer read back as one word stalled on store forwarding, which made
-/// the lookup a tenth of the 7moor mapping.
-fn leading_word_le(bytes: &[u8]) -> u64 {
+/// the lookup a tenth of the 7moor mapping. (The payload hash's key order uses it too.)
+pub(crate) fn leading_word_le(bytes: &[u8]) -> u64 {
     if bytes.len() >= 8 {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[..8]);
